@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Shared between the BPF programs and Python (profiler/abi.py parses this
+ * file: keep to plain #defines of integers, enums with implicit values and
+ * structs of __u32/__u64 fields and arrays of them).
+ */
+#ifndef __STACKPROF_H
+#define __STACKPROF_H
+
+/* Log-linear buckets: values below SP_SUB_BUCKETS ns are exact, above that
+ * each power of two is split into SP_SUB_BUCKETS equal buckets (<= 1.6% wide). */
+#define SP_SUB_BITS 6
+#define SP_SUB_BUCKETS 64
+#define SP_MAX_EXP 36
+#define SP_NBUCKETS 1984
+
+#define SP_FLIGHT_ENTRIES 16384
+#define SP_SOCKQ_ENTRIES 16384
+#define SP_THREAD_ENTRIES 4096
+#define SP_MAX_NETNS 4
+
+/* Which way a datagram goes: to the service port, or from it. */
+enum sp_path {
+	SP_PATH_REQUEST,
+	SP_PATH_RESPONSE,
+	SP_NPATHS,
+};
+
+/* Stages of one datagram, in the order its time is spent; TOTAL spans them all. */
+enum sp_stage {
+	SP_STAGE_TOTAL,
+	SP_STAGE_SEND,
+	SP_STAGE_QDISC,
+	SP_STAGE_DRIVER,
+	SP_STAGE_BACKLOG,
+	SP_STAGE_FRAG_TRAIN,
+	SP_STAGE_IP_UDP,
+	SP_STAGE_SOCK_WAIT,
+	SP_STAGE_RECV,
+	SP_NSTAGES,
+};
+
+/* Extra (non-latency) histograms, after the stage ones. */
+enum sp_extra_hist {
+	SP_HIST_FRAGS,
+	SP_NEXTRA_HISTS,
+};
+
+/* Per-path datagram counters. */
+enum sp_path_counter {
+	SP_CNT_SENT,
+	SP_CNT_FRAGMENTED,
+	SP_CNT_ENQUEUED,
+	SP_CNT_DELIVERED,
+	SP_NPATH_COUNTERS,
+};
+
+/* Events that could not be recorded. */
+enum sp_miss {
+	SP_MISS_FLIGHT_FULL,
+	SP_MISS_SOCKQ_FULL,
+	SP_MISS_ENQUEUE_UNTRACED,
+	SP_MISS_DEQUEUE_UNPAIRED,
+	SP_MISS_KEY_REUSED,
+	SP_MISS_OUT_OF_RANGE,
+	SP_NMISS,
+};
+
+/* Set by the loader before load (rodata): filters cost nothing when off. */
+struct sp_config {
+	__u32 port_lo;
+	__u32 port_hi;
+	__u32 filter_netns;
+	__u32 netns[SP_MAX_NETNS];
+	__u32 filter_tgid;
+	__u32 tgid;
+	__u32 filter_cgroup;
+	__u32 pad;
+	__u64 cgroup_id;
+};
+
+/* Everything user space reads, in one mmapped global (.bss). */
+struct sp_stats {
+	__u64 path_counters[SP_NPATHS][SP_NPATH_COUNTERS];
+	__u64 missed[SP_NMISS];
+	__u64 hist[SP_NPATHS * (SP_NSTAGES + SP_NEXTRA_HISTS)][SP_NBUCKETS];
+};
+
+#endif /* __STACKPROF_H */

@@ -1,0 +1,164 @@
+"""A run: what one trace measured, the one data model every view reads.
+
+The collector fills it from the kernel's buckets; it saves itself under
+``traces/`` as self-describing JSON (HDR histograms in their standard
+compressed encoding) and loads back for ``report``, ``compare`` and exports.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from profiler.abi import PATHS, STAGES
+from profiler.buckets import bucket_value, nonzero
+
+FORMAT = "stackprof-run"
+VERSION = 1
+HIGHEST_NS = 1 << 40
+SIG_FIGS = 3
+
+
+def new_histogram() -> HdrHistogram:
+    """An HDR histogram of nanoseconds, finer than the kernel buckets."""
+    return HdrHistogram(1, HIGHEST_NS, SIG_FIGS)
+
+
+def histogram_from_buckets(counts: list[int] | tuple[int, ...]) -> HdrHistogram:
+    """Fill an HDR histogram with each bucket's count at the bucket's midpoint."""
+    hist = new_histogram()
+    for index, count in nonzero(counts):
+        hist.record_value(bucket_value(index), count)
+    return hist
+
+
+def _us(value_ns: float) -> float:
+    return round(value_ns / 1000.0, 3)
+
+
+def hist_summary(hist: HdrHistogram) -> dict[str, float | int]:
+    """Count, percentiles, max and mean of a nanosecond histogram, in microseconds."""
+    count = hist.get_total_count()
+    if not count:
+        return {"count": 0, "p50_us": 0.0, "p90_us": 0.0, "p99_us": 0.0,
+                "p999_us": 0.0, "max_us": 0.0, "mean_us": 0.0}
+    return {
+        "count": count,
+        "p50_us": _us(hist.get_value_at_percentile(50)),
+        "p90_us": _us(hist.get_value_at_percentile(90)),
+        "p99_us": _us(hist.get_value_at_percentile(99)),
+        "p999_us": _us(hist.get_value_at_percentile(99.9)),
+        "max_us": _us(hist.get_max_value()),
+        "mean_us": _us(hist.get_mean_value()),
+    }
+
+
+def _encode(hist: HdrHistogram) -> str:
+    return hist.encode().decode("ascii")
+
+
+def _decode(text: str) -> HdrHistogram:
+    return HdrHistogram.decode(text.encode("ascii"))
+
+
+@dataclass
+class Run:
+    """Metadata, per-(path, stage) latency histograms and the run's counters."""
+
+    meta: dict[str, Any] = field(default_factory=dict)
+    stages: dict[tuple[str, str], HdrHistogram] = field(default_factory=dict)
+    frags: dict[str, HdrHistogram] = field(default_factory=dict)
+    datagrams: dict[str, dict[str, int]] = field(default_factory=dict)
+    missed: dict[str, int] = field(default_factory=dict)
+    client_rtt: HdrHistogram = field(default_factory=new_histogram)
+
+    def stage(self, path: str, stage: str) -> HdrHistogram:
+        """The histogram of one stage (empty if the stage was not seen)."""
+        return self.stages.get((path, stage)) or new_histogram()
+
+    def stage_rows(self) -> list[dict[str, Any]]:
+        """One summary row per (path, stage) in stage order, total first."""
+        rows = []
+        for path in PATHS:
+            for stage in STAGES:
+                rows.append({"path": path, "stage": stage,
+                             **hist_summary(self.stage(path, stage))})
+        return rows
+
+    def datagram_rows(self) -> dict[str, dict[str, Any]]:
+        """Per path: sent, traced, mean fragments per datagram, incomplete."""
+        out: dict[str, dict[str, Any]] = {}
+        for path in PATHS:
+            counts = self.datagrams.get(path, {})
+            frags = self.frags.get(path)
+            mean_frags = frags.get_mean_value() if frags and frags.get_total_count() else 0.0
+            out[path] = {
+                "sent": int(counts.get("sent", 0)),
+                "traced": int(counts.get("traced", 0)),
+                "fragments_per_datagram": round(mean_frags, 3),
+                "incomplete": int(counts.get("incomplete", 0)),
+                **{k: int(v) for k, v in counts.items()
+                   if k not in ("sent", "traced", "incomplete")},
+            }
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """The document written by ``--json``."""
+        rtt = hist_summary(self.client_rtt)
+        return {
+            "meta": self.meta,
+            "stages": self.stage_rows(),
+            "datagrams": self.datagram_rows(),
+            "client_rtt": {k: rtt[k] for k in ("count", "p50_us", "p99_us", "max_us")},
+            "missed": dict(self.missed),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, histograms included, for saving."""
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "summary": self.summary(),
+            "histograms": [
+                {"path": p, "stage": s, "unit": "ns", "hdr": _encode(h)}
+                for (p, s), h in sorted(self.stages.items())
+            ],
+            "fragments": {p: _encode(h) for p, h in self.frags.items()},
+            "datagram_counts": self.datagrams,
+            "client_rtt_hdr": _encode(self.client_rtt),
+        }
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Run:
+        """Read a saved run; ValueError if the file is not one."""
+        try:
+            doc = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a readable stackprof run ({exc})") from exc
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a stackprof run file")
+        summary = doc["summary"]
+        return cls(
+            meta=summary["meta"],
+            stages={(h["path"], h["stage"]): _decode(h["hdr"]) for h in doc["histograms"]},
+            frags={p: _decode(t) for p, t in doc.get("fragments", {}).items()},
+            datagrams=doc.get("datagram_counts", {}),
+            missed=summary.get("missed", {}),
+            client_rtt=_decode(doc["client_rtt_hdr"]),
+        )
+
+
+def default_trace_path(meta: dict[str, Any], directory: Path = Path("traces")) -> Path:
+    """traces/<time>-<transport>-mtu<mtu>.json"""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return directory / f"{stamp}-{meta.get('transport', 'run')}-mtu{meta.get('mtu', 0)}.json"
