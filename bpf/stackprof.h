@@ -62,8 +62,34 @@ enum sp_miss {
 	SP_MISS_ENQUEUE_UNTRACED,
 	SP_MISS_DEQUEUE_UNPAIRED,
 	SP_MISS_KEY_REUSED,
+	SP_MISS_PAIR_MISMATCH,
 	SP_MISS_OUT_OF_RANGE,
 	SP_NMISS,
+};
+
+/* A datagram in flight, keyed as IP reassembly keys fragments (the skb changes
+ * identity during reassembly); unfragmented datagrams add their ports, since
+ * some kernels give DF datagrams an IP ID of 0. */
+struct sp_flight_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 id;
+	__u8 proto;
+	__u8 fragmented;
+	__u16 sport;
+	__u16 dport;
+};
+
+/* Boundary timestamps of one datagram (0: not seen yet). */
+struct sp_flight {
+	__u64 t_send;
+	__u64 t_queue;
+	__u64 t_xmit;
+	__u64 t_rx;
+	__u64 t_stack;
+	__u64 t_last;
+	__u32 path;
+	__u32 frag_payload;
 };
 
 /* Set by the loader before load (rodata): filters cost nothing when off. */

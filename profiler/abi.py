@@ -14,7 +14,12 @@ from pathlib import Path
 
 HEADER = Path(__file__).resolve().parent.parent / "bpf" / "stackprof.h"
 
-_CTYPES = {"__u32": ctypes.c_uint32, "__u64": ctypes.c_uint64}
+_CTYPES = {
+    "__u8": ctypes.c_uint8,
+    "__u16": ctypes.c_uint16,
+    "__u32": ctypes.c_uint32,
+    "__u64": ctypes.c_uint64,
+}
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
 
 
@@ -68,7 +73,7 @@ def parse_struct(text: str, struct: str, names: dict[str, int]) -> type[ctypes.S
         line = line.strip()
         if not line:
             continue
-        decl = re.fullmatch(r"(__u32|__u64)\s+(\w+)((?:\[[^\]]+\])*)", line)
+        decl = re.fullmatch(r"(__u8|__u16|__u32|__u64)\s+(\w+)((?:\[[^\]]+\])*)", line)
         if not decl:
             raise ValueError(f"unsupported field in struct {struct}: {line}")
         ctype: type = _CTYPES[decl.group(1)]
@@ -90,6 +95,8 @@ PATH_COUNTERS = [
 MISSES = [m.removeprefix("SP_MISS_").lower() for m in parse_enum(_TEXT, "sp_miss")[:-1]]
 Config = parse_struct(_TEXT, "sp_config", CONST)
 Stats = parse_struct(_TEXT, "sp_stats", CONST)
+FlightKey = parse_struct(_TEXT, "sp_flight_key", CONST)
+Flight = parse_struct(_TEXT, "sp_flight", CONST)
 
 
 def hist_index(path: str, name: str) -> int:

@@ -1,0 +1,64 @@
+"""Reads the kernel's buckets and counters into a Run.
+
+The BPF side aggregates; this side copies one mmapped struct per refresh and
+turns buckets into HDR histograms, so its cost does not grow with traffic.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from typing import Any
+
+from profiler import abi
+from profiler.loader import Tracer
+from profiler.run import Run, histogram_from_buckets
+
+INCOMPLETE_AGE_NS = 1_000_000_000
+
+
+def copy_stats(tracer: Tracer) -> Any:
+    """A consistent-enough copy of the live statistics (one memmove)."""
+    assert tracer.stats is not None
+    snapshot = abi.Stats()
+    ctypes.memmove(ctypes.byref(snapshot), ctypes.byref(tracer.stats), ctypes.sizeof(snapshot))
+    return snapshot
+
+
+def stuck_flights(tracer: Tracer, older_than_ns: int = INCOMPLETE_AGE_NS) -> dict[str, int]:
+    """Per path, fragmented datagrams whose first fragment arrived but which never
+    completed reassembly (still in the flight map after older_than_ns)."""
+    assert tracer.obj is not None
+    flights = tracer.obj.map("flights")
+    now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    stuck = dict.fromkeys(abi.PATHS, 0)
+    value = abi.Flight()
+    for key in flights.keys(abi.FlightKey):
+        if not flights.lookup(key, value) or not key.fragmented:
+            continue
+        if value.t_stack and not value.t_last and now - value.t_stack > older_than_ns:
+            stuck[abi.PATHS[value.path]] += 1
+    return stuck
+
+
+def fill_run(run: Run, stats: Any, recursion_misses: int = 0) -> Run:
+    """Put a statistics copy's histograms and counters into run."""
+    for path in abi.PATHS:
+        for stage in abi.STAGES:
+            counts = tuple(stats.hist[abi.hist_index(path, stage)])
+            if any(counts):
+                run.stages[(path, stage)] = histogram_from_buckets(counts)
+        run.frags[path] = histogram_from_buckets(tuple(stats.hist[abi.hist_index(path, "frags")]))
+        counters = stats.path_counters[abi.PATHS.index(path)]
+        kernel = {name: int(counters[i]) for i, name in enumerate(abi.PATH_COUNTERS)}
+        row = run.datagrams.setdefault(path, {})
+        row.update({f"kernel_{k}": v for k, v in kernel.items()})
+        row["traced"] = kernel["delivered"]
+    run.missed.update({name: int(stats.missed[i]) for i, name in enumerate(abi.MISSES)})
+    run.missed["recursion_misses"] = recursion_misses
+    return run
+
+
+def collect(tracer: Tracer, run: Run) -> Run:
+    """Refresh run from the live kernel state."""
+    return fill_run(run, copy_stats(tracer), tracer.recursion_misses())

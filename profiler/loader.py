@@ -1,0 +1,144 @@
+"""Loads stackprof's BPF object with one working hook per stage boundary.
+
+Which hooks work is proved, not guessed: each candidate is loaded and
+attached on its own (in a throw-away copy of the object) before the real
+load keeps the winners.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from profiler import abi
+from profiler.hooks import BOUNDARIES, KINDS, Boundary, Candidate, unobserved_stages
+from profiler.libbpf import BPFError, BPFObject
+
+OBJECT = Path(__file__).resolve().parent.parent / "bpf" / ".output" / "stackprof.bpf.o"
+TRACEFS = Path("/sys/kernel/tracing")
+
+
+def ensure_tracefs() -> None:
+    """Classic tracepoints need tracefs (libbpf reads event ids there)."""
+    if (TRACEFS / "events").is_dir():
+        return
+    subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], check=False,
+                   capture_output=True)
+
+
+def try_candidate(candidate: Candidate, path: Path = OBJECT) -> str | None:
+    """None if the candidate loads and attaches here, else why not (one line)."""
+    try:
+        with BPFObject(path) as obj:
+            obj.autoload_only(set(candidate.programs))
+            obj.load()
+            for name in candidate.programs:
+                obj.attach(name)
+    except BPFError as exc:
+        return f"{exc.strerror}"
+    return None
+
+
+@dataclass
+class HookChoice:
+    """Per boundary, the candidate used (or None) and why the others failed."""
+
+    chosen: dict[str, Candidate | None] = field(default_factory=dict)
+    refused: dict[str, list[str]] = field(default_factory=dict)
+
+    def labels(self) -> dict[str, str | None]:
+        return {name: c.label if c else None for name, c in self.chosen.items()}
+
+    def unobserved(self) -> list[str]:
+        return unobserved_stages(self.chosen)
+
+    def missing_required(self) -> list[str]:
+        return [b.name for b in BOUNDARIES if b.required and self.chosen.get(b.name) is None]
+
+
+def choose_hooks(kinds: tuple[str, ...] = KINDS, path: Path = OBJECT) -> HookChoice:
+    """Try each boundary's candidates of the allowed kinds, in catalogue order."""
+    if "tracepoint" in kinds:
+        ensure_tracefs()
+    choice = HookChoice()
+    for boundary in BOUNDARIES:
+        choice.chosen[boundary.name] = _first_working(boundary, kinds, path, choice)
+    return choice
+
+
+def _first_working(
+    boundary: Boundary, kinds: tuple[str, ...], path: Path, choice: HookChoice
+) -> Candidate | None:
+    for candidate in boundary.candidates:
+        if candidate.kind not in kinds:
+            continue
+        why = try_candidate(candidate, path)
+        if why is None:
+            return candidate
+        choice.refused.setdefault(boundary.name, []).append(f"{candidate.label}: {why}")
+    return None
+
+
+class Tracer:
+    """The loaded and attached object, its live statistics and the hooks it uses."""
+
+    def __init__(self, config: ctypes.Structure, choice: HookChoice, path: Path = OBJECT):
+        self.config = config
+        self.choice = choice
+        self.path = path
+        self.obj: BPFObject | None = None
+        self.stats: ctypes.Structure | None = None
+
+    def __enter__(self) -> Tracer:
+        programs = {p for c in self.choice.chosen.values() if c for p in c.programs}
+        self.obj = BPFObject(self.path)
+        try:
+            self.obj.autoload_only(programs)
+            self.obj.global_map(".rodata").set_initial_value(self.config)
+            self.obj.load()
+            for name in sorted(programs):
+                self.obj.attach(name)
+            self.stats = self.obj.global_map(".bss").mmapped(abi.Stats)
+        except BaseException:
+            self.obj.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.obj:
+            self.obj.close()
+            self.obj = None
+            self.stats = None
+
+    def recursion_misses(self) -> int:
+        """Times a program could not run because another BPF program was running."""
+        assert self.obj
+        return sum(p.info().recursion_misses for p in self.obj.programs()
+                   if p.name in {n for c in self.choice.chosen.values() if c for n in c.programs})
+
+
+def make_config(
+    port_lo: int,
+    port_hi: int,
+    netns: list[int] | None = None,
+    tgid: int | None = None,
+    cgroup_id: int | None = None,
+) -> ctypes.Structure:
+    """The rodata filters: service ports, namespaces, pid, cgroup."""
+    cfg = abi.Config(port_lo=port_lo, port_hi=port_hi)
+    if netns:
+        cfg.filter_netns = 1
+        for i, inum in enumerate(netns[: abi.CONST["SP_MAX_NETNS"]]):
+            cfg.netns[i] = inum
+    if tgid is not None:
+        cfg.filter_tgid, cfg.tgid = 1, tgid
+    if cgroup_id is not None:
+        cfg.filter_cgroup, cfg.cgroup_id = 1, cgroup_id
+    return cfg
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
