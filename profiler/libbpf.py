@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import mmap
 import os
 import threading
 from collections.abc import Iterator
@@ -210,12 +211,14 @@ class Map:
             raise BPFError(errno.EINVAL, f"set initial value of {self.name}")
 
     def mmapped(self, ctype: type[ctypes.Structure]) -> ctypes.Structure:
-        """The live memory of a global section after load (shared with the kernel)."""
-        size = ctypes.c_size_t()
-        ptr = _lib.bpf_map__initial_value(self._ptr, ctypes.byref(size))
-        if not ptr or size.value < ctypes.sizeof(ctype):
-            raise BPFError(errno.EINVAL, f"{self.name} is not mmapped as {ctype.__name__}")
-        return ctype.from_address(ptr)
+        """The live memory of an mmapable array map (a global section) after load."""
+        size = _lib.bpf_map__value_size(self._ptr)
+        if size < ctypes.sizeof(ctype):
+            raise BPFError(errno.EINVAL, f"{self.name} is smaller than {ctype.__name__}")
+        length = -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._mmap = mmap.mmap(self.fd, length, mmap.MAP_SHARED,
+                               mmap.PROT_READ | mmap.PROT_WRITE)
+        return ctype.from_buffer(self._mmap)
 
     def lookup(self, key: ctypes._SimpleCData | ctypes.Structure, value: ctypes.Structure) -> bool:
         return _lib.bpf_map_lookup_elem(self.fd, ctypes.byref(key), ctypes.byref(value)) == 0
