@@ -1,0 +1,107 @@
+"""Exports of a run for other tools: CSV/pandas, HdrHistogram logs and the JSON summary.
+
+A CSV leaves an unobserved stage's percentiles empty (NaN in pandas) rather
+than 0, so a spreadsheet never averages in a stage that was never measured.
+The HDR log keeps full histograms, one tagged interval per path/stage, for
+HdrHistogram's own tools (HistogramLogAnalyzer, hdr-plot).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hdrh.histogram import HdrHistogram
+from hdrh.log import HistogramLogWriter
+
+from profiler.abi import PATHS, STAGES
+from profiler.run import Run
+
+PERCENTILE_COLUMNS = ["p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us"]
+RTT_TAG = "client/rtt"
+NS_PER_MS = 1_000_000.0
+
+
+def to_dataframe(run: Run) -> pd.DataFrame:
+    """One row per (path, stage) with the ``--json`` summary columns, µs."""
+    frame = pd.DataFrame(run.stage_rows())
+    frame.loc[frame["count"] == 0, PERCENTILE_COLUMNS] = math.nan
+    return frame
+
+
+def write_csv(run: Run, path: Path) -> Path:
+    """The per-stage summary as CSV; unobserved stages have empty percentile cells."""
+    path = Path(path)
+    to_dataframe(run).to_csv(path, index=False)
+    return path
+
+
+class TaggedLogWriter(HistogramLogWriter):
+    """hdrh's writer plus the ``Tag=`` prefix its reader already understands."""
+
+    def output_tagged(self, hist: HdrHistogram, tag: str, start_s: float, length_s: float) -> None:
+        """One interval line; Interval_Max in ms, the HdrHistogram convention for ns values."""
+        payload = hist.encode().decode("ascii")
+        self.log.write(
+            f"Tag={tag},{start_s:.3f},{length_s:.3f},"
+            f"{hist.get_max_value() / NS_PER_MS:.3f},{payload}\n"
+        )
+
+
+def _interval(meta: dict[str, Any]) -> tuple[float, float]:
+    """Start (epoch s, 0 if unknown) and length (s) of the run, for the log's timestamps."""
+    start = float(meta.get("started_at") or 0.0)
+    length = float(meta.get("duration_s") or 0.0)
+    return start, length
+
+
+def write_hdr_log(run: Run, path: Path) -> Path:
+    """Every stage histogram (ns), empty ones too, as one interval tagged 'path/stage'.
+
+    The client RTT follows, tagged 'client/rtt', so a log alone can be checked
+    against what the application saw.
+    """
+    path = Path(path)
+    start, length = _interval(run.meta)
+    with path.open("w", encoding="utf-8") as out:
+        writer = TaggedLogWriter(out)
+        writer.output_log_format_version()
+        writer.output_comment(f"stackprof run, values in ns: {json.dumps(run.meta, default=str)}")
+        if start:
+            stamp = datetime.fromtimestamp(start, UTC).isoformat(" ")
+            writer.output_comment(f"[StartTime: {start:.3f} (seconds since epoch), {stamp}]")
+        writer.output_legend()
+        for p in PATHS:
+            for s in STAGES:
+                writer.output_tagged(run.stage(p, s), f"{p}/{s}", start, length)
+        writer.output_tagged(run.client_rtt, RTT_TAG, start, length)
+    return path
+
+
+def write_json(run: Run, path: Path) -> Path:
+    """The same document as ``--json``."""
+    path = Path(path)
+    path.write_text(json.dumps(run.summary(), indent=1))
+    return path
+
+
+WRITERS: dict[str, Callable[[Run, Path], Path]] = {
+    ".csv": write_csv,
+    ".hlog": write_hdr_log,
+    ".json": write_json,
+}
+
+
+def export(run: Run, path: Path) -> Path:
+    """Write the run in the format its file suffix names; ValueError for any other suffix."""
+    path = Path(path)
+    writer = WRITERS.get(path.suffix.lower())
+    if writer is None:
+        known = ", ".join(WRITERS)
+        raise ValueError(f"{path}: unknown export format {path.suffix!r} (use {known})")
+    return writer(run, path)

@@ -1,0 +1,165 @@
+"""Views of saved runs: ``stackprof report FILE`` and ``stackprof compare A B``.
+
+The report reuses the live view's tables so a saved run reads exactly like the
+screen did; compare lines two runs up stage by stage so the effect of one
+change (an MTU, a kernel, a sysctl) shows as a signed delta per stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from profiler.abi import PATHS, STAGES
+from profiler.run import Run
+from profiler.tui import (
+    DASH,
+    STAGE_HELP,
+    datagram_table,
+    fmt_us,
+    header_line,
+    info_of,
+    missed_table,
+    path_summaries,
+    rtt_line,
+    stage_table,
+)
+
+LISTED_APART = ("hooks", "unobserved")
+
+
+def _value_text(value: Any) -> str:
+    """A metadata value on one line."""
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def meta_table(meta: Mapping[str, Any]) -> Table:
+    """Every metadata key, so a report says how its numbers were taken."""
+    table = Table(title="run", box=box.SIMPLE_HEAD, title_justify="left", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in meta.items():
+        if key not in LISTED_APART:
+            table.add_row(key, _value_text(value))
+    return table
+
+
+def hooks_table(info: Mapping[str, Any]) -> Table:
+    """Per stage: what it spans, the hook that measured it, or that nothing could."""
+    hooks = info.get("hooks") or {}
+    unobserved = set(info.get("unobserved") or ())
+    table = Table(title="stages and hooks", box=box.SIMPLE_HEAD, title_justify="left")
+    for name in ("stage", "span", "hook"):
+        table.add_column(name)
+    for stage in STAGES:
+        hook = hooks.get(stage)
+        if stage in unobserved:
+            cell = Text("unobserved", style="yellow")
+        else:
+            cell = Text(_value_text(hook) if hook else DASH, style="" if hook else "dim")
+        table.add_row(stage, STAGE_HELP[stage], cell)
+    return table
+
+
+def render_report(run: Run) -> RenderableType:
+    """A saved run in full: metadata, stage tables, datagrams, misses and hooks."""
+    info = info_of(run)
+    parts: list[RenderableType] = [header_line(info), meta_table(run.meta)]
+    parts += [stage_table(run, path, info, describe=True) for path in PATHS]
+    parts += [datagram_table(run), rtt_line(run), missed_table(run), hooks_table(info)]
+    return Group(*parts)
+
+
+def meta_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """'key A vs B' for each metadata key whose value differs: what the comparison is about."""
+    out = []
+    for key in dict.fromkeys([*a, *b]):
+        if key in LISTED_APART or a.get(key) == b.get(key):
+            continue
+        out.append(f"{key} {_value_text(a.get(key, DASH))} vs {_value_text(b.get(key, DASH))}")
+    return out
+
+
+def delta_cells(a_us: float | None, b_us: float | None) -> tuple[Text, Text]:
+    """Signed µs and % change from A to B; red when B is slower, green when faster."""
+    if a_us is None or b_us is None:
+        return Text(DASH, style="dim"), Text(DASH, style="dim")
+    delta = round(b_us - a_us, 3)
+    if not delta:
+        return Text("0.00"), Text("0.0%")
+    style = "red" if delta > 0 else "green"
+    pct = Text(f"{delta / a_us * 100:+.1f}%", style=style) if a_us else Text(DASH, style="dim")
+    return Text(f"{delta:+.2f}", style=style), pct
+
+
+def _percentile(summary: Mapping[str, float] | None, key: str) -> float | None:
+    """A stage percentile in µs, or None when the stage was not observed."""
+    return None if summary is None else float(summary[key])
+
+
+def _us_cell(value: float | None) -> Text:
+    return Text(DASH, style="dim") if value is None else Text(fmt_us(value))
+
+
+def compare_table(a: Run, b: Run, path: str, labels: tuple[str, str]) -> Table:
+    """Stage by stage p50 and p99 of both runs and their deltas, total first."""
+    table = Table(title=f"{path} path (µs)", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("stage")
+    for pct in ("p50", "p99"):
+        for name in (f"{labels[0]} {pct}", f"{labels[1]} {pct}", f"Δ {pct}", "Δ%"):
+            table.add_column(name, justify="right")
+    summaries_a = path_summaries(a, path, info_of(a))
+    summaries_b = path_summaries(b, path, info_of(b))
+    for stage in STAGES:
+        row: list[Text] = [Text(stage, style="bold" if stage == "total" else "")]
+        for key in ("p50_us", "p99_us"):
+            va = _percentile(summaries_a.get(stage), key)
+            vb = _percentile(summaries_b.get(stage), key)
+            row += [_us_cell(va), _us_cell(vb), *delta_cells(va, vb)]
+        table.add_row(*row)
+    return table
+
+
+def fragments_table(a: Run, b: Run, labels: tuple[str, str]) -> Table:
+    """Fragments per datagram of each run: usually the reason the stages moved."""
+    table = Table(title="fragments per datagram", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("path")
+    table.add_column(labels[0], justify="right")
+    table.add_column(labels[1], justify="right")
+    rows_a, rows_b = a.datagram_rows(), b.datagram_rows()
+    for path in PATHS:
+        fa = float(rows_a[path]["fragments_per_datagram"])
+        fb = float(rows_b[path]["fragments_per_datagram"])
+        table.add_row(path, f"{fa:.2f}" if fa else DASH, f"{fb:.2f}" if fb else DASH)
+    return table
+
+
+def _hook_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> Text:
+    """Stages measured by different hooks in A and B: their deltas are not like for like."""
+    ha, hb = a.get("hooks") or {}, b.get("hooks") or {}
+    diffs = [
+        f"{s} {_value_text(ha.get(s, DASH))} vs {_value_text(hb.get(s, DASH))}"
+        for s in STAGES
+        if ha.get(s) != hb.get(s)
+    ]
+    if not diffs:
+        return Text("")
+    return Text("hooks differ: " + " · ".join(diffs), style="yellow")
+
+
+def render_compare(a: Run, b: Run, labels: tuple[str, str] = ("A", "B")) -> RenderableType:
+    """Two runs side by side, per path, deltas as B − A; the title names what differs."""
+    diffs = meta_differences(a.meta, b.meta)
+    title = Text(f"{labels[0]} vs {labels[1]}: ", style="bold")
+    title.append(" · ".join(diffs) if diffs else "same metadata")
+    parts: list[RenderableType] = [title, _hook_differences(a.meta, b.meta)]
+    parts += [compare_table(a, b, path, labels) for path in PATHS]
+    parts.append(fragments_table(a, b, labels))
+    return Group(*parts)

@@ -1,0 +1,291 @@
+"""The live view: where each datagram's time goes, per kernel stage, while a trace runs.
+
+``render`` is a pure function of a run and a status dict so the same tables
+serve the live view, ``stackprof report`` and the tests. Microseconds
+everywhere; a stage that saw no datagram shows "—", never a misleading zero.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from profiler.abi import MISSES, PATHS, STAGES
+from profiler.run import Run
+
+DASH = "—"
+BAR_WIDTH = 16
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+PERCENTILES = (
+    ("p50", "p50_us"),
+    ("p90", "p90_us"),
+    ("p99", "p99_us"),
+    ("p99.9", "p999_us"),
+    ("max", "max_us"),
+)
+
+STAGE_HELP = {
+    "total": "send syscall → receive syscall returns",
+    "send": "send syscall → first fragment queued to the device",
+    "qdisc": "queued → driver transmit",
+    "driver": "driver transmit → device receive",
+    "backlog": "device receive → stack entry (netif_receive_skb)",
+    "frag_train": "first → last fragment at stack entry (fragmented only)",
+    "ip_udp": "last fragment at stack entry → socket enqueue (reassembly, IP, UDP)",
+    "sock_wait": "enqueue → receive call starts (0 if the receiver waited)",
+    "recv": "receive call → returns (wake-up, dequeue, copy)",
+}
+
+
+def fmt_us(value: float) -> str:
+    """Microseconds with 2 decimals below 100 µs and 1 above: sub-µs stages stay readable."""
+    return f"{value:.2f}" if abs(value) < 100 else f"{value:.1f}"
+
+
+def share_bar(share: float, width: int = BAR_WIDTH) -> str:
+    """A bar of block characters, eighth-block resolution, for a share in [0, 1]."""
+    eighths = round(max(0.0, min(share, 1.0)) * width * 8)
+    full, part = divmod(eighths, 8)
+    return ("█" * full + (_EIGHTHS[part] if part else "")).ljust(width)
+
+
+def quick_summary(hist: HdrHistogram) -> dict[str, float]:
+    """run.hist_summary without the mean: one pass, cheap enough to redraw every second.
+
+    The mean walks every recorded value (tens of ms per histogram) and no view
+    shows it; percentiles and max are the same numbers the JSON summary has.
+    """
+    count = hist.get_total_count()
+    if not count:
+        return {"count": 0, **{key: 0.0 for _, key in PERCENTILES}}
+    values = hist.get_percentile_to_value_dict([50, 90, 99, 99.9])
+    ns = {"p50_us": values[50], "p90_us": values[90], "p99_us": values[99]}
+    ns |= {"p999_us": values[99.9], "max_us": hist.get_max_value()}
+    return {"count": count, **{key: round(v / 1000.0, 3) for key, v in ns.items()}}
+
+
+def _join(value: Any, sep: str = ",") -> str:
+    """Lists (sizes, hook candidates) as one compact string."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return "→".join(_join(v) for v in value.values())
+    if isinstance(value, Iterable):
+        return sep.join(str(v) for v in value)
+    return str(value)
+
+
+def info_of(run: Run, status: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run metadata overlaid with the live status: the status is the fresher of the two."""
+    return {**run.meta, **(status or {})}
+
+
+def unobserved_of(run: Run, info: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(path, stage) pairs with no datagram, plus stages the collector could not hook."""
+    declared = set(info.get("unobserved") or ())
+    return {
+        (p, s)
+        for p in PATHS
+        for s in STAGES
+        if s in declared or not run.stage(p, s).get_total_count()
+    }
+
+
+def header_line(info: Mapping[str, Any]) -> Text:
+    """One line saying what is being measured, so a screenshot explains itself."""
+    parts = [("stackprof", "bold")]
+    for key, label in (
+        ("transport", ""),
+        ("mtu", "MTU "),
+        ("clients", "clients "),
+        ("sizes", "sizes "),
+        ("kernel", "kernel "),
+    ):
+        if info.get(key) not in (None, "", []):
+            parts.append((f"{label}{_join(info[key])}", ""))
+    elapsed, duration = info.get("elapsed_s"), info.get("duration_s")
+    if elapsed is not None:
+        parts.append((f"{elapsed:.0f}/{duration:.0f} s" if duration else f"{elapsed:.0f} s", ""))
+    elif duration:
+        parts.append((f"{duration:.0f} s", ""))
+    text = Text()
+    for index, (part, style) in enumerate(parts):
+        if index:
+            text.append(" · ", style="dim")
+        text.append(part, style=style)
+    return text
+
+
+def path_summaries(run: Run, path: str, info: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Summaries of the observed stages of one path, each computed once per redraw."""
+    missing = unobserved_of(run, info)
+    return {s: quick_summary(run.stage(path, s)) for s in STAGES if (path, s) not in missing}
+
+
+def stage_shares(summaries: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Each stage's share of the sum of stage p50s: where a typical datagram's time goes."""
+    p50 = {s: float(v["p50_us"]) for s, v in summaries.items() if s != "total"}
+    whole = sum(p50.values())
+    return {s: (v / whole if whole else 0.0) for s, v in p50.items()}
+
+
+def stage_table(run: Run, path: str, info: Mapping[str, Any], describe: bool = False) -> Table:
+    """Per stage: count, percentiles and max in µs, and a bar of its share of the time."""
+    table = Table(title=f"{path} path (µs)", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("stage")
+    if describe:
+        table.add_column("span", style="dim")
+    table.add_column("count", justify="right")
+    for label, _ in PERCENTILES:
+        table.add_column(label, justify="right")
+    table.add_column("share of Σ stage p50")
+    summaries = path_summaries(run, path, info)
+    shares = stage_shares(summaries)
+    for stage in STAGES:
+        row = [Text(stage, style="bold" if stage == "total" else "")]
+        if describe:
+            row.append(Text(STAGE_HELP[stage]))
+        row.extend(_stage_cells(stage, summaries.get(stage), shares))
+        table.add_row(*row)
+    return table
+
+
+def _stage_cells(
+    stage: str, summary: Mapping[str, float] | None, shares: Mapping[str, float]
+) -> list[Text]:
+    """Count, percentile and share cells of one row; dashes when the stage saw nothing."""
+    if summary is None:
+        return [Text(DASH, style="dim") for _ in range(len(PERCENTILES) + 2)]
+    cells = [Text(str(int(summary["count"])))]
+    cells += [Text(fmt_us(float(summary[key]))) for _, key in PERCENTILES]
+    if stage == "total":
+        cells.append(Text(""))
+    else:
+        share = shares.get(stage, 0.0)
+        cells.append(Text(f"{share_bar(share)} {share * 100:3.0f}%", style="cyan"))
+    return cells
+
+
+def datagram_table(run: Run) -> Table:
+    """Datagram counters per path: how much of the traffic the stage numbers stand for."""
+    rows = run.datagram_rows()
+    extras = sorted(
+        {k for row in rows.values() for k in row}
+        - {"sent", "traced", "fragments_per_datagram", "incomplete"}
+    )
+    table = Table(title="datagrams", box=box.SIMPLE_HEAD, title_justify="left")
+    for name in ("path", "sent", "traced", "frags/datagram", "incomplete", *extras):
+        table.add_column(name, justify="left" if name == "path" else "right")
+    for path, row in rows.items():
+        frags = float(row["fragments_per_datagram"])
+        table.add_row(
+            path,
+            str(row["sent"]),
+            str(row["traced"]),
+            f"{frags:.2f}" if frags else DASH,
+            Text(str(row["incomplete"]), style="yellow" if row["incomplete"] else ""),
+            *(str(row.get(k, 0)) for k in extras),
+        )
+    return table
+
+
+def rtt_line(run: Run) -> Text:
+    """The client's own round trip: what the stage numbers should add up to."""
+    rtt = quick_summary(run.client_rtt)
+    if not rtt["count"]:
+        return Text(f"client RTT: {DASH}", style="dim")
+    return Text(
+        f"client RTT (µs, n={int(rtt['count'])}): p50 {fmt_us(float(rtt['p50_us']))}"
+        f" · p99 {fmt_us(float(rtt['p99_us']))}"
+    )
+
+
+def missed_table(run: Run) -> Table:
+    """Every missed-event counter, zeros included, so a clean run is visibly clean."""
+    table = Table(title="missed events", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("counter")
+    table.add_column("count", justify="right")
+    names = list(MISSES) + sorted(set(run.missed) - set(MISSES))
+    for name in names:
+        count = int(run.missed.get(name, 0))
+        style = "bold red" if count else "dim"
+        table.add_row(Text(name, style=style), Text(str(count), style=style))
+    return table
+
+
+def hooks_line(info: Mapping[str, Any]) -> Text:
+    """Hook used per stage and unobserved stages, compact: which kernel functions measured what."""
+    text = Text()
+    hooks = info.get("hooks") or {}
+    if hooks:
+        text.append("hooks: ", style="bold")
+        text.append(" · ".join(f"{s}={_join(h, '+')}" for s, h in hooks.items()))
+    unobserved = list(info.get("unobserved") or ())
+    if unobserved:
+        text.append("\n" if hooks else "")
+        text.append("unobserved: ", style="bold yellow")
+        text.append(", ".join(unobserved))
+    return text
+
+
+def render(run: Run, status: Mapping[str, Any]) -> RenderableType:
+    """The whole live screen for one moment of a run."""
+    info = info_of(run, status)
+    parts: list[RenderableType] = [header_line(info)]
+    parts += [stage_table(run, path, info) for path in PATHS]
+    parts += [datagram_table(run), rtt_line(run), missed_table(run), hooks_line(info)]
+    return Group(*parts)
+
+
+class LiveView:
+    """A once-a-second live screen; without a terminal it prints only the final tables."""
+
+    def __init__(self, console: Console | None = None, refresh_s: float = 1.0) -> None:
+        self.console = console or Console()
+        self.refresh_s = refresh_s
+        self._live: Live | None = None
+        self._latest: tuple[Run, Mapping[str, Any]] | None = None
+        self._rendered_at = 0.0
+
+    def __enter__(self) -> LiveView:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Take over the terminal, if there is one."""
+        if self.console.is_terminal and self._live is None:
+            self._live = Live(
+                console=self.console, refresh_per_second=1 / self.refresh_s, auto_refresh=True
+            )
+            self._live.start()
+
+    def update(self, run: Run, status: Mapping[str, Any]) -> None:
+        """Note the latest state; redraw at most once per refresh period to spare the CPU."""
+        self._latest = (run, dict(status))
+        now = time.monotonic()
+        if self._live is not None and now - self._rendered_at >= self.refresh_s:
+            self._live.update(render(run, status))
+            self._rendered_at = now
+
+    def stop(self) -> None:
+        """Leave the final state on screen (or print it once when not on a terminal)."""
+        final = render(*self._latest) if self._latest else None
+        if self._live is not None:
+            if final is not None:
+                self._live.update(final, refresh=True)
+            self._live.stop()
+            self._live = None
+        elif final is not None:
+            self.console.print(final)
+        self._latest = None

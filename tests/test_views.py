@@ -1,0 +1,242 @@
+"""Views of synthetic runs: exact numbers in the tables, deltas, and exports that read back.
+
+Expected strings follow from the fixtures' recorded values and HdrHistogram's
+rule that a percentile reports the highest value equivalent to the recorded
+one (e.g. 40 000 ns sits in a 32 ns wide bucket, so p50 reads 40.031 µs).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fixtures_runs import mtu_1500_run, mtu_9000_run
+from hdrh.log import HistogramLogReader
+from rich.console import Console, RenderableType
+
+from profiler.abi import MISSES, PATHS, STAGES
+from profiler.export import export, to_dataframe, write_csv, write_hdr_log
+from profiler.report import render_compare, render_report
+from profiler.run import Run, hist_summary, new_histogram
+from profiler.tui import (
+    DASH,
+    LiveView,
+    fmt_us,
+    missed_table,
+    quick_summary,
+    render,
+    share_bar,
+)
+
+STATUS = {"elapsed_s": 12.3, "duration_s": 30}
+
+
+def text_of(renderable: RenderableType) -> str:
+    """What a 160-column terminal would show, without colours."""
+    console = Console(record=True, width=160, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+def row(text: str, title: str, first: str) -> list[str]:
+    """The cells of the first line starting with `first` after the line starting with `title`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    for line in lines[start + 1 :]:
+        cells = line.split()
+        if cells and cells[0] == first:
+            return cells
+    raise AssertionError(f"no row {first!r} under {title!r}")
+
+
+def test_fmt_us_keeps_two_decimals_for_small_values() -> None:
+    assert fmt_us(0.5) == "0.50"
+    assert fmt_us(40.031) == "40.03"
+    assert fmt_us(200.063) == "200.1"
+
+
+def test_share_bar_fills_proportionally() -> None:
+    assert share_bar(1.0, 8) == "█" * 8
+    assert share_bar(0.5, 8) == "████    "
+    assert share_bar(0.0, 4) == "    "
+
+
+def test_quick_summary_agrees_with_the_json_summary() -> None:
+    run = mtu_1500_run()
+    for hist in [*run.stages.values(), run.client_rtt, new_histogram()]:
+        full = hist_summary(hist)
+        del full["mean_us"]
+        assert quick_summary(hist) == full
+
+
+def test_live_view_shows_percentiles_of_each_stage() -> None:
+    text = text_of(render(mtu_1500_run(), STATUS))
+    assert row(text, "request path", "total")[:7] == [
+        "total", "1000", "40.03", "48.03", "80.06", "200.1", "1000.4",
+    ]  # fmt: skip
+    assert row(text, "request path", "send")[:7] == [
+        "send", "1000", "1.50", "1.80", "3.00", "6.00", "9.01",
+    ]  # fmt: skip
+    assert row(text, "response path", "total")[:7] == [
+        "total", "1000", "30.02", "36.03", "60.03", "100.0", "400.1",
+    ]  # fmt: skip
+
+
+def test_share_is_of_the_sum_of_stage_p50s() -> None:
+    text = text_of(render(mtu_1500_run(), STATUS))
+    # request p50s: send 1.5, qdisc 0.5, driver 1.0, frag_train 2.0 µs; sum 5.0 µs.
+    stages = ("send", "qdisc", "driver", "frag_train")
+    shares = {s: row(text, "request path", s)[-1] for s in stages}
+    assert shares == {"send": "30%", "qdisc": "10%", "driver": "20%", "frag_train": "40%"}
+    assert row(text, "response path", "send")[-1] == "100%"
+
+
+def test_unobserved_stages_show_dashes_not_zeros() -> None:
+    text = text_of(render(mtu_1500_run(), STATUS))
+    for stage in ("backlog", "ip_udp", "recv"):
+        assert row(text, "request path", stage)[1:8] == [DASH] * 7
+    assert row(text, "response path", "frag_train")[1:8] == [DASH] * 7
+    assert "unobserved: backlog" in text
+
+
+def test_header_datagrams_rtt_and_hooks() -> None:
+    text = text_of(render(mtu_1500_run(), STATUS))
+    assert "udp · MTU 1500 · clients 4 · sizes 64,4000 · kernel 6.1.0-test · 12/30 s" in text
+    assert row(text, "datagrams", "request")[:5] == ["request", "1200", "1000", "2.00", "7"]
+    assert row(text, "datagrams", "response")[:5] == ["response", "1100", "1000", DASH, "0"]
+    assert "client RTT (µs, n=1000): p50 90.05 · p99 150.0" in text
+    assert "hooks: send=fentry:udp_sendmsg · qdisc=tp:net_dev_queue" in text
+
+
+def test_missed_counters_always_shown_and_non_zero_highlighted() -> None:
+    run = mtu_1500_run()
+    text = text_of(render(run, STATUS))
+    for name in MISSES:
+        assert row(text, "missed events", name)[1] == str(run.missed.get(name, 0))
+    table = missed_table(run)
+    names = [str(cell) for cell in table.columns[0].cells]
+    styles = {str(cell): cell.style for cell in table.columns[1].cells}
+    assert names == list(MISSES)
+    assert styles["3"] == "bold red"
+    assert styles["0"] == "dim"
+
+
+def test_empty_run_renders_dashes_everywhere() -> None:
+    text = text_of(render(Run(), {}))
+    for path in PATHS:
+        for stage in STAGES:
+            assert row(text, f"{path} path", stage)[1:8] == [DASH] * 7
+    assert f"client RTT: {DASH}" in text
+
+
+def test_live_view_without_terminal_prints_only_the_final_tables() -> None:
+    out = io.StringIO()
+    view = LiveView(Console(file=out, width=160, force_terminal=False))
+    with view:
+        view.update(mtu_1500_run(), {**STATUS, "elapsed_s": 10})
+        view.update(mtu_1500_run(), {**STATUS, "elapsed_s": 20})
+    text = out.getvalue()
+    assert text.count("request path") == 1
+    assert "20/30 s" in text and "10/30 s" not in text
+
+
+def test_live_view_on_a_terminal_leaves_the_last_state() -> None:
+    out = io.StringIO()
+    view = LiveView(Console(file=out, width=160, force_terminal=True), refresh_s=0.05)
+    with view:
+        view.update(mtu_1500_run(), {**STATUS, "elapsed_s": 29})
+    assert "29/30 s" in out.getvalue()
+
+
+def test_report_has_metadata_tables_and_hooks() -> None:
+    text = text_of(render_report(mtu_1500_run()))
+    assert row(text, "run", "kernel") == ["kernel", "6.1.0-test"]
+    assert row(text, "run", "mtu") == ["mtu", "1500"]
+    total = row(text, "request path", "total")
+    assert total[-6:] == ["1000", "40.03", "48.03", "80.06", "200.1", "1000.4"]
+    assert row(text, "stages and hooks", "send")[-1] == "fentry:udp_sendmsg"
+    assert row(text, "stages and hooks", "backlog")[-1] == "unobserved"
+    assert row(text, "missed events", "key_reused")[1] == "3"
+
+
+def test_compare_shows_signed_deltas_total_first() -> None:
+    text = text_of(render_compare(mtu_1500_run(), mtu_9000_run()))
+    assert text.splitlines()[0].startswith("A vs B: mtu 1500 vs 9000")
+    # p50 40.031 → 50.015 µs; p99 80.063 → 60.031 µs.
+    assert row(text, "request path", "total")[1:] == [
+        "40.03", "50.02", "+9.98", "+24.9%", "80.06", "60.03", "-20.03", "-25.0%",
+    ]  # fmt: skip
+    assert row(text, "request path", "send")[1:] == [
+        "1.50", "1.20", "-0.30", "-20.0%", "3.00", "2.00", "-1.00", "-33.4%",
+    ]  # fmt: skip
+    assert row(text, "response path", "total")[3:5] == ["0.00", "0.0%"]
+    qdisc = row(text, "request path", "qdisc")
+    assert qdisc[1:] == ["0.50", DASH, DASH, DASH, "0.90", DASH, DASH, DASH]
+    lines = text[text.index("request path") :].splitlines()
+    rule = next(i for i, line in enumerate(lines) if "───" in line)
+    assert lines[rule + 1].split()[0] == "total"
+    assert row(text, "fragments per datagram", "request") == ["request", "2.00", "1.00"]
+
+
+def test_compare_flags_stages_measured_by_different_hooks() -> None:
+    b = mtu_9000_run()
+    b.meta = {**b.meta, "hooks": {**b.meta["hooks"], "send": "kprobe:udp_sendmsg"}}
+    text = text_of(render_compare(mtu_1500_run(), b))
+    assert "hooks differ: send fentry:udp_sendmsg vs kprobe:udp_sendmsg" in text
+
+
+def test_csv_round_trips_through_pandas(tmp_path: Path) -> None:
+    path = write_csv(mtu_1500_run(), tmp_path / "run.csv")
+    frame = pd.read_csv(path).set_index(["path", "stage"])
+    assert len(frame) == len(PATHS) * len(STAGES)
+    total = frame.loc[("request", "total")]
+    assert total["count"] == 1000
+    assert total["p50_us"] == pytest.approx(40.031)
+    assert total["p999_us"] == pytest.approx(200.063)
+    assert total["max_us"] == pytest.approx(1000.447)
+    assert frame.loc[("response", "send"), "p99_us"] == pytest.approx(2.0)
+    assert frame.loc[("request", "backlog"), "count"] == 0
+    assert math.isnan(frame.loc[("request", "backlog"), "p50_us"])
+
+
+def test_dataframe_matches_json_summary_where_observed() -> None:
+    run = mtu_1500_run()
+    frame = to_dataframe(run)
+    observed = [r for r in run.summary()["stages"] if r["count"]]
+    got = frame[frame["count"] > 0].to_dict("records")
+    assert got == observed
+
+
+def test_hdr_log_reads_back_with_the_same_counts(tmp_path: Path) -> None:
+    run = mtu_1500_run()
+    path = write_hdr_log(run, tmp_path / "run.hlog")
+    reader = HistogramLogReader(str(path), new_histogram())
+    read: dict[str, int] = {}
+    p50: dict[str, int] = {}
+    while (hist := reader.get_next_interval_histogram()) is not None:
+        read[hist.get_tag()] = hist.get_total_count()
+        p50[hist.get_tag()] = hist.get_value_at_percentile(50)
+    reader.close()
+    expected = {f"{p}/{s}": run.stage(p, s).get_total_count() for p in PATHS for s in STAGES}
+    expected["client/rtt"] = 1000
+    assert read == expected
+    assert p50["request/total"] == 40031
+    assert p50["request/qdisc"] == 500
+
+
+def test_export_chooses_by_suffix(tmp_path: Path) -> None:
+    run = mtu_1500_run()
+    doc = json.loads(export(run, tmp_path / "run.json").read_text())
+    assert doc == json.loads(json.dumps(run.summary()))
+    assert pd.read_csv(export(run, tmp_path / "RUN.CSV")).shape[0] == len(PATHS) * len(STAGES)
+    assert export(run, tmp_path / "run.hlog").read_text().count("Tag=") == 2 * len(STAGES) + 1
+
+
+def test_export_rejects_an_unknown_suffix(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"\.parquet"):
+        export(mtu_1500_run(), tmp_path / "run.parquet")
+    assert not (tmp_path / "run.parquet").exists()
