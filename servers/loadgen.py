@@ -1,0 +1,245 @@
+"""Closed-loop UDP clients modelled on a lock-manager workload, one OS process each.
+
+``--mode pingpong`` (default): each client sends a request, blocks until the
+matching response arrives (or ``--timeout`` passes: counted as lost, and a new
+request is sent), verifies it, and records the round trip in an HDR histogram.
+``--mode blast``: each client sends requests as fast as it can, waiting for
+nothing (run the server with ``--sink``; throughput = what it counted / duration).
+
+Children report to the parent through pipes; the parent prints one JSON line.
+Every loop ends at the common deadline, ``--duration`` after the parent started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from servers.netns_exec import child_setup, die_with_parent
+from servers.payload import MAX_DATAGRAM, Verdict, build_request, check_size, verify_response
+from servers.udp_server import set_buffers
+
+HIGHEST_NS = 1 << 40
+SIG_FIGS = 3
+_BLAST_BATCH = 64  # sends between two looks at the clock
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(1, HIGHEST_NS, SIG_FIGS)
+
+
+@dataclass
+class ClientResult:
+    """One client's counters; rtt_hdr is its histogram's encoding."""
+
+    sent: int = 0
+    received: int = 0
+    bad: int = 0
+    timeouts: int = 0
+    late: int = 0
+    errors: int = 0
+    rtt_hdr: str = ""
+
+
+@dataclass
+class Config:
+    server: str
+    port: int
+    request_size: int
+    response_size: int
+    timeout_ns: int
+    deadline_ns: int
+    mode: str
+
+
+@dataclass
+class _Client:
+    """A pingpong client's state: its socket, buffer and counters."""
+
+    cid: int
+    cfg: Config
+    sock: socket.socket
+    buf: bytearray = field(default_factory=lambda: bytearray(MAX_DATAGRAM + 1))
+    result: ClientResult = field(default_factory=ClientResult)
+
+
+def _await(client: _Client, seq: int, until_ns: int) -> Verdict | None:
+    """The verdict on the response to seq, or None if until_ns passed first."""
+    cfg = client.cfg
+    while (remaining := until_ns - time.monotonic_ns()) > 0:
+        client.sock.settimeout(remaining / 1e9)
+        try:
+            size = client.sock.recv_into(client.buf)
+        except TimeoutError:
+            return None
+        verdict = verify_response(memoryview(client.buf)[:size], client.cid, seq, cfg.response_size)
+        if verdict is not Verdict.STALE:
+            return verdict
+        client.result.late += 1
+    return None
+
+
+def _exchange(client: _Client, seq: int, hist: HdrHistogram) -> bool:
+    """One request/response; False once the deadline has passed."""
+    cfg, result = client.cfg, client.result
+    request = build_request(client.cid, seq, cfg.request_size)
+    start = time.monotonic_ns()
+    if start >= cfg.deadline_ns:
+        return False
+    client.sock.send(request)
+    result.sent += 1
+    verdict = _await(client, seq, min(start + cfg.timeout_ns, cfg.deadline_ns))
+    if verdict is Verdict.OK:
+        result.received += 1
+        hist.record_value(max(1, min(time.monotonic_ns() - start, HIGHEST_NS)))
+    elif verdict is Verdict.BAD:
+        result.bad += 1
+    elif time.monotonic_ns() < cfg.deadline_ns:
+        result.timeouts += 1
+    return True
+
+
+def run_pingpong(cid: int, cfg: Config, sock: socket.socket) -> ClientResult:
+    client = _Client(cid, cfg, sock)
+    hist = new_histogram()
+    seq = 0
+    while True:
+        seq += 1
+        try:
+            if not _exchange(client, seq, hist):
+                break
+        except ConnectionRefusedError:
+            client.result.errors += 1  # no server (ICMP port unreachable): do not spin
+            time.sleep(0.01)
+    client.result.rtt_hdr = hist.encode().decode("ascii")
+    return client.result
+
+
+def run_blast(cid: int, cfg: Config, sock: socket.socket) -> ClientResult:
+    result = ClientResult(rtt_hdr=new_histogram().encode().decode("ascii"))
+    request = build_request(cid, 0, cfg.request_size)
+    while time.monotonic_ns() < cfg.deadline_ns:
+        for _ in range(_BLAST_BATCH):
+            try:
+                sock.send(request)
+                result.sent += 1
+            except OSError:
+                result.errors += 1
+    return result
+
+
+def run_client(cid: int, cfg: Config) -> ClientResult:
+    """One client's whole life, in its own process."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        set_buffers(sock)
+        sock.connect((cfg.server, cfg.port))
+        runner = run_blast if cfg.mode == "blast" else run_pingpong
+        return runner(cid, cfg, sock)
+
+
+def _child(cid: int, cfg: Config, parent: int, write_fd: int) -> None:
+    """Never returns: runs the client, writes its JSON to the pipe, exits."""
+    code = 1
+    try:
+        die_with_parent(parent)
+        data = json.dumps(asdict(run_client(cid, cfg))).encode()
+        with os.fdopen(write_fd, "wb") as pipe:
+            pipe.write(data)
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def spawn(cid: int, cfg: Config) -> tuple[int, int]:
+    """Fork client cid; return (pid, read end of its report pipe)."""
+    read_fd, write_fd = os.pipe()
+    parent = os.getpid()
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        _child(cid, cfg, parent, write_fd)
+    os.close(write_fd)
+    return pid, read_fd
+
+
+def collect(pid: int, read_fd: int) -> ClientResult | None:
+    """Read a child's report and reap it; None if it died without one."""
+    with os.fdopen(read_fd, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if not data or os.waitstatus_to_exitcode(status) != 0:
+        return None
+    return ClientResult(**json.loads(data))
+
+
+def merge(results: list[ClientResult | None], duration_s: float) -> dict[str, Any]:
+    """The parent's report: summed counters and the merged RTT histogram."""
+    hist = new_histogram()
+    total = ClientResult()
+    for result in filter(None, results):
+        for name in ("sent", "received", "bad", "timeouts", "late", "errors"):
+            setattr(total, name, getattr(total, name) + getattr(result, name))
+        hist.add(HdrHistogram.decode(result.rtt_hdr.encode("ascii")))
+    report = asdict(total)
+    report.update(
+        duration_s=round(duration_s, 6),
+        clients=len(results),
+        failed_clients=sum(r is None for r in results),
+        rtt_hdr=hist.encode().decode("ascii"),
+    )
+    return report
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", required=True, help="server address")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--request-size", type=int, default=512)
+    parser.add_argument("--response-size", type=int, default=8192)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds")
+    parser.add_argument("--timeout", type=float, default=1.0, help="per request, seconds")
+    parser.add_argument("--mode", choices=("pingpong", "blast"), default="pingpong")
+    parser.add_argument("--cpu", type=int, default=None, help="pin all clients to this CPU")
+    args = parser.parse_args(argv)
+    try:
+        check_size("--request-size", args.request_size)
+        check_size("--response-size", args.response_size)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.clients < 1 or args.duration <= 0 or args.timeout <= 0:
+        parser.error("--clients must be >= 1, --duration and --timeout > 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    child_setup(args.cpu)
+    start = time.monotonic_ns()
+    cfg = Config(
+        server=args.server,
+        port=args.port,
+        request_size=args.request_size,
+        response_size=args.response_size,
+        timeout_ns=int(args.timeout * 1e9),
+        deadline_ns=start + int(args.duration * 1e9),
+        mode=args.mode,
+    )
+    children = [spawn(cid, cfg) for cid in range(args.clients)]
+    results = [collect(pid, fd) for pid, fd in children]
+    report = merge(results, (time.monotonic_ns() - start) / 1e9)
+    print(json.dumps({"mode": args.mode, **report}), flush=True)
+    return 0 if report["failed_clients"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Two network namespaces joined by one veth pair: the hosts of the reference workload.
+
+Every name carries the owner's pid (``sp<pid>-cli``, ``sp<pid>-srv``, veth
+``sp<pid>c``/``sp<pid>s``) so that what a crashed run left behind can be told
+apart from what a live run is using, and removed by :func:`remove_leftovers`.
+The veth is created inside the client namespace with its peer in the server
+namespace: it never exists in the root namespace, and it disappears with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import NamedTuple
+
+from pyroute2 import IPRoute, netns
+
+MTU_MIN = 68
+MTU_MAX = 65535
+NETNS_DIR = Path("/run/netns")
+PREFIX = "sp"
+_NS_RE = re.compile(rf"^{PREFIX}(\d+)-(cli|srv)$")
+_VETH_RE = re.compile(rf"^{PREFIX}(\d+)[cs]$")
+_CLONE_NEWNET = 0x40000000
+_CLOCK_SLACK_S = 1.0
+
+
+class NetnsInodes(NamedTuple):
+    """The kernel's net->ns.inum of each namespace, what BPF programs can filter on."""
+
+    client: int
+    server: int
+
+
+def check_mtu(mtu: int) -> int:
+    """Return mtu if veth accepts it, else ValueError (one line, says the range)."""
+    if not isinstance(mtu, int) or not MTU_MIN <= mtu <= MTU_MAX:
+        raise ValueError(f"MTU must be an integer in {MTU_MIN}..{MTU_MAX}, got {mtu!r}")
+    return mtu
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def run_in_netns(name: str, func: Callable[[], None]) -> None:
+    """Run func in a short-lived thread that entered namespace name.
+
+    setns(CLONE_NEWNET) moves only the calling thread, so the caller's own
+    namespace never changes, whatever func does.
+    """
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fd = os.open(NETNS_DIR / name, os.O_RDONLY)
+            try:
+                if _libc().setns(fd, _CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns into {name} failed")
+            finally:
+                os.close(fd)
+            func()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name=f"netns-{name}")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _disable_ipv6() -> None:
+    """No link-local address, so no DAD, MLD or router solicitations pollute a trace."""
+    for conf in ("all", "default"):
+        Path(f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6").write_text("1")
+
+
+def _processes_in(inode: int, dev: int) -> Iterator[int]:
+    """Pids whose network namespace is (dev, inode)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            st = os.stat(f"/proc/{entry.name}/ns/net")
+            if (st.st_ino, st.st_dev) == (inode, dev):
+                yield int(entry.name)
+
+
+def _kill_processes_in(name: str) -> None:
+    """SIGKILL whatever still runs in namespace name (it would keep it alive)."""
+    with contextlib.suppress(FileNotFoundError):
+        st = os.stat(NETNS_DIR / name)
+        for pid in _processes_in(st.st_ino, st.st_dev):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _remove_netns(name: str) -> bool:
+    """Kill its processes and remove namespace name; False if it was not there."""
+    if not (NETNS_DIR / name).exists():
+        return False
+    _kill_processes_in(name)
+    try:
+        netns.remove(name)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def _start_time(pid: int) -> float | None:
+    """Wall-clock start of pid, or None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    ticks = int(stat.rsplit(")", 1)[1].split()[19])
+    return _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _owner_alive(pid: int, created: float) -> bool:
+    """Whether pid runs and is the process that created something at created.
+
+    A pid started after the object was created is a reuse, not the owner.
+    """
+    started = _start_time(pid)
+    return started is not None and started <= created + _CLOCK_SLACK_S
+
+
+def _stale_namespaces() -> list[str]:
+    stale = []
+    for name in sorted(netns.listnetns()):
+        match = _NS_RE.match(name)
+        if not match:
+            continue
+        try:
+            created = os.stat(NETNS_DIR / name).st_mtime
+        except FileNotFoundError:
+            continue
+        if not _owner_alive(int(match[1]), created):
+            stale.append(name)
+    return stale
+
+
+def _remove_stale_root_veths() -> list[str]:
+    """Veths of ours in the root namespace (only if creation was interrupted oddly)."""
+    removed = []
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME") or ""
+            match = _VETH_RE.match(name)
+            if match and _start_time(int(match[1])) is None:
+                with contextlib.suppress(Exception):
+                    ipr.link("del", index=link["index"])
+                    removed.append(name)
+    return removed
+
+
+def remove_leftovers() -> list[str]:
+    """Remove namespaces and veths of runs whose owner process is gone; return their names.
+
+    Processes still running inside such a namespace are SIGKILLed first.
+    Idempotent: a second call finds nothing and returns [].
+    """
+    removed = [name for name in _stale_namespaces() if _remove_netns(name)]
+    return removed + _remove_stale_root_veths()
+
+
+class Topology:
+    """Client and server namespaces joined by one veth pair of the given MTU.
+
+    Use as a context manager; ``__exit__`` removes everything created, also
+    after a failure halfway through ``__enter__``.
+    """
+
+    def __init__(self, mtu: int = 1500) -> None:
+        self.mtu = check_mtu(mtu)
+        pid = os.getpid()
+        subnet = pid % 256
+        self.client_ns = f"{PREFIX}{pid}-cli"
+        self.server_ns = f"{PREFIX}{pid}-srv"
+        self.client_if = f"{PREFIX}{pid}c"
+        self.server_if = f"{PREFIX}{pid}s"
+        self.client_ip = f"10.213.{subnet}.1"
+        self.server_ip = f"10.213.{subnet}.2"
+        self.prefixlen = 30
+        self._created: list[str] = []
+
+    def __enter__(self) -> Topology:
+        remove_leftovers()
+        for name in (self.client_ns, self.server_ns):
+            if (NETNS_DIR / name).exists():
+                raise RuntimeError(f"namespace {name} exists: one Topology per process at a time")
+        try:
+            self._create()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _create(self) -> None:
+        for name in (self.client_ns, self.server_ns):
+            self._created.append(name)
+            netns.create(name)
+            run_in_netns(name, _disable_ipv6)
+        with IPRoute(netns=self.client_ns) as ipr:
+            ipr.link(
+                "add",
+                ifname=self.client_if,
+                kind="veth",
+                peer={"ifname": self.server_if, "net_ns_fd": self.server_ns},
+            )
+        self._configure(self.client_ns, self.client_if, self.client_ip)
+        self._configure(self.server_ns, self.server_if, self.server_ip)
+        self.wait_link_up()
+
+    def _configure(self, ns: str, ifname: str, address: str) -> None:
+        """lo up; veth end with MTU and address, up; MTU read back to be sure."""
+        with IPRoute(netns=ns) as ipr:
+            (lo,) = ipr.link_lookup(ifname="lo")
+            ipr.link("set", index=lo, state="up")
+            (index,) = ipr.link_lookup(ifname=ifname)
+            ipr.link("set", index=index, mtu=self.mtu)
+            ipr.addr("add", index=index, address=address, prefixlen=self.prefixlen)
+            ipr.link("set", index=index, state="up")
+            got = ipr.get_links(index)[0].get_attr("IFLA_MTU")
+        if got != self.mtu:
+            raise RuntimeError(f"{ifname} in {ns}: MTU is {got}, wanted {self.mtu}")
+
+    def close(self) -> None:
+        """Remove the namespaces made (veth goes with them); safe to call twice."""
+        while self._created:
+            _remove_netns(self._created.pop())
+
+    def netns_inodes(self) -> NetnsInodes:
+        """Inode numbers of the namespaces (== net->ns.inum in the kernel)."""
+        return NetnsInodes(
+            client=os.stat(NETNS_DIR / self.client_ns).st_ino,
+            server=os.stat(NETNS_DIR / self.server_ns).st_ino,
+        )
+
+    def wait_link_up(self, timeout: float = 2.0) -> None:
+        """Block until both veth ends report carrier (veth needs both ends up)."""
+        deadline = time.monotonic() + timeout
+        for ns, ifname in ((self.client_ns, self.client_if), (self.server_ns, self.server_if)):
+            with IPRoute(netns=ns) as ipr:
+                while ipr.get_links(ifname=ifname)[0].get_attr("IFLA_OPERSTATE") != "UP":
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{ifname} in {ns} not up after {timeout} s")
+                    time.sleep(0.01)

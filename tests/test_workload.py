@@ -1,0 +1,82 @@
+"""The reference workload end to end: real namespaces, veth, server and clients."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from servers.topology import Topology
+from servers.workload import Workload
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+]
+CLIENTS = 4
+
+
+def netns_inode(pid: int) -> int:
+    return os.stat(f"/proc/{pid}/ns/net").st_ino
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.parametrize("mtu", [1500, 9000])
+def test_pingpong_run(mtu: int) -> None:
+    with (
+        Topology(mtu) as topo,
+        Workload(topo, clients=CLIENTS, request_size=512, response_size=8192, duration=2.0) as load,
+    ):
+        time.sleep(0.3)
+        inodes = topo.netns_inodes()
+        assert netns_inode(load.server_pid) == inodes.server
+        clients = load.client_pids()
+        assert len(clients) == CLIENTS + 1  # the load generator and its clients
+        assert {netns_inode(pid) for pid in clients} == {inodes.client}
+        result = load.wait()
+    assert result.received > 0
+    assert result.bad == 0 and result.failed_clients == 0
+    assert 0 <= result.sent - result.received <= CLIENTS  # requests in flight at the end
+    assert result.rtt.get_total_count() == result.received
+    assert result.sent - result.timeouts <= result.server["requests"] <= result.sent
+    assert result.received <= result.server["responses"] <= result.received + CLIENTS
+    assert 1.9 < result.duration_s < 3.5
+
+
+def test_blast_run_counts_throughput() -> None:
+    with Topology(1500) as topo, Workload(topo, clients=2, mode="blast", duration=1.0) as load:
+        result = load.wait()
+    assert result.sent > 0 and result.received == 0
+    assert 0 < result.server["datagrams"] <= result.sent
+    assert result.server["responses"] == 0
+    assert result.server_datagrams_per_s > 0
+
+
+def test_stop_kills_every_process() -> None:
+    with Topology() as topo:
+        with pytest.raises(RuntimeError, match="abort"), Workload(topo, duration=30.0) as load:
+            time.sleep(0.3)
+            pids = load.pids()
+            assert len(pids) == 1 + 1 + 8
+            raise RuntimeError("abort")
+        time.sleep(0.1)
+        assert not [pid for pid in pids if alive(pid)]
+
+
+def test_invalid_arguments() -> None:
+    topo = Topology()
+    with pytest.raises(ValueError, match="transport"):
+        Workload(topo, transport="sctp")
+    with pytest.raises(ValueError, match="response_size"):
+        Workload(topo, response_size=70000)
+    with pytest.raises(ValueError, match="clients"):
+        Workload(topo, clients=0)
