@@ -53,11 +53,20 @@ class TaggedLogWriter(HistogramLogWriter):
         )
 
 
+def _epoch_s(value: Any) -> float:
+    """A start time given as epoch seconds or an ISO 8601 string; 0 when absent or unreadable."""
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return 0.0
+
+
 def _interval(meta: dict[str, Any]) -> tuple[float, float]:
     """Start (epoch s, 0 if unknown) and length (s) of the run, for the log's timestamps."""
-    start = float(meta.get("started_at") or 0.0)
-    length = float(meta.get("duration_s") or 0.0)
-    return start, length
+    start = _epoch_s(meta["started_at"]) if meta.get("started_at") else 0.0
+    return start, float(meta.get("duration_s") or 0.0)
 
 
 def write_hdr_log(run: Run, path: Path) -> Path:

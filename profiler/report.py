@@ -16,25 +16,30 @@ from rich.table import Table
 from rich.text import Text
 
 from profiler.abi import PATHS, STAGES
+from profiler.hooks import STAGE_HELP
 from profiler.run import Run
 from profiler.tui import (
     DASH,
-    STAGE_HELP,
     datagram_table,
     fmt_us,
     header_line,
+    hook_label,
     info_of,
     missed_table,
     path_summaries,
     rtt_line,
+    stage_hooks,
     stage_table,
 )
 
-LISTED_APART = ("hooks", "unobserved")
+LISTED_APART = ("hooks", "unobserved", "hooks_refused", "stage_help")
+NOT_COMPARED = (*LISTED_APART, "started_at", "client", "server")
 
 
 def _value_text(value: Any) -> str:
     """A metadata value on one line."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value)
     return str(value)
@@ -52,19 +57,33 @@ def meta_table(meta: Mapping[str, Any]) -> Table:
 
 
 def hooks_table(info: Mapping[str, Any]) -> Table:
-    """Per stage: what it spans, the hook that measured it, or that nothing could."""
-    hooks = info.get("hooks") or {}
+    """Per stage: what it spans, the hooks that measured it, or that nothing could."""
+    hooks = stage_hooks(info.get("hooks") or {})
     unobserved = set(info.get("unobserved") or ())
     table = Table(title="stages and hooks", box=box.SIMPLE_HEAD, title_justify="left")
-    for name in ("stage", "span", "hook"):
+    for name in ("stage", "span", "hooks"):
         table.add_column(name)
     for stage in STAGES:
-        hook = hooks.get(stage)
+        hook = hooks.get(stage, DASH)
         if stage in unobserved:
-            cell = Text("unobserved", style="yellow")
+            cell = Text(f"unobserved ({hook})", style="yellow")
         else:
-            cell = Text(_value_text(hook) if hook else DASH, style="" if hook else "dim")
-        table.add_row(stage, STAGE_HELP[stage], cell)
+            cell = Text(hook, style="dim" if hook == DASH else "")
+        table.add_row(stage, STAGE_HELP.get(stage, ""), cell)
+    return table
+
+
+def refused_table(info: Mapping[str, Any]) -> Table | None:
+    """Hooks tried and refused, with the kernel's reason: why a stage fell back or went dark."""
+    refused = info.get("hooks_refused") or {}
+    if not refused:
+        return None
+    table = Table(title="hooks refused", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("boundary")
+    table.add_column("candidate: reason", style="dim")
+    for boundary, reasons in refused.items():
+        for reason in reasons:
+            table.add_row(boundary, str(reason))
     return table
 
 
@@ -74,6 +93,9 @@ def render_report(run: Run) -> RenderableType:
     parts: list[RenderableType] = [header_line(info), meta_table(run.meta)]
     parts += [stage_table(run, path, info, describe=True) for path in PATHS]
     parts += [datagram_table(run), rtt_line(run), missed_table(run), hooks_table(info)]
+    refused = refused_table(info)
+    if refused is not None:
+        parts.append(refused)
     return Group(*parts)
 
 
@@ -81,7 +103,7 @@ def meta_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """'key A vs B' for each metadata key whose value differs: what the comparison is about."""
     out = []
     for key in dict.fromkeys([*a, *b]):
-        if key in LISTED_APART or a.get(key) == b.get(key):
+        if key in NOT_COMPARED or a.get(key) == b.get(key):
             continue
         out.append(f"{key} {_value_text(a.get(key, DASH))} vs {_value_text(b.get(key, DASH))}")
     return out
@@ -142,12 +164,12 @@ def fragments_table(a: Run, b: Run, labels: tuple[str, str]) -> Table:
 
 
 def _hook_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> Text:
-    """Stages measured by different hooks in A and B: their deltas are not like for like."""
+    """Hooks that differ between A and B: their stages' deltas are not like for like."""
     ha, hb = a.get("hooks") or {}, b.get("hooks") or {}
     diffs = [
-        f"{s} {_value_text(ha.get(s, DASH))} vs {_value_text(hb.get(s, DASH))}"
-        for s in STAGES
-        if ha.get(s) != hb.get(s)
+        f"{name} {hook_label(ha.get(name))} vs {hook_label(hb.get(name))}"
+        for name in dict.fromkeys([*ha, *hb])
+        if ha.get(name) != hb.get(name)
     ]
     if not diffs:
         return Text("")

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from profiler.abi import MISSES, PATHS, STAGES
+from profiler.hooks import STAGE_HELP, STAGE_SPANS
 from profiler.run import Run
 
 DASH = "—"
@@ -31,18 +32,6 @@ PERCENTILES = (
     ("p99.9", "p999_us"),
     ("max", "max_us"),
 )
-
-STAGE_HELP = {
-    "total": "send syscall → receive syscall returns",
-    "send": "send syscall → first fragment queued to the device",
-    "qdisc": "queued → driver transmit",
-    "driver": "driver transmit → device receive",
-    "backlog": "device receive → stack entry (netif_receive_skb)",
-    "frag_train": "first → last fragment at stack entry (fragmented only)",
-    "ip_udp": "last fragment at stack entry → socket enqueue (reassembly, IP, UDP)",
-    "sock_wait": "enqueue → receive call starts (0 if the receiver waited)",
-    "recv": "receive call → returns (wake-up, dequeue, copy)",
-}
 
 
 def fmt_us(value: float) -> str:
@@ -111,6 +100,9 @@ def header_line(info: Mapping[str, Any]) -> Text:
     ):
         if info.get(key) not in (None, "", []):
             parts.append((f"{label}{_join(info[key])}", ""))
+    if info.get("request_size") is not None:
+        sizes = f"req {info['request_size']} B / resp {info.get('response_size', '?')} B"
+        parts.append((sizes, ""))
     elapsed, duration = info.get("elapsed_s"), info.get("duration_s")
     if elapsed is not None:
         parts.append((f"{elapsed:.0f}/{duration:.0f} s" if duration else f"{elapsed:.0f} s", ""))
@@ -152,7 +144,7 @@ def stage_table(run: Run, path: str, info: Mapping[str, Any], describe: bool = F
     for stage in STAGES:
         row = [Text(stage, style="bold" if stage == "total" else "")]
         if describe:
-            row.append(Text(STAGE_HELP[stage]))
+            row.append(Text(STAGE_HELP.get(stage, "")))
         row.extend(_stage_cells(stage, summaries.get(stage), shares))
         table.add_row(*row)
     return table
@@ -221,13 +213,37 @@ def missed_table(run: Run) -> Table:
     return table
 
 
+def hook_label(label: Any) -> str:
+    """A hook's label, or 'none' for a boundary no hook could serve."""
+    return "none" if label is None else _join(label, "+")
+
+
+def stage_hooks(hooks: Mapping[str, Any]) -> dict[str, str]:
+    """Per stage, the hook(s) that timestamp its two ends ('start → end').
+
+    The collector records hooks per boundary (a stage spans two boundaries);
+    a mapping already keyed by stage is taken as it is.
+    """
+    if any(stage in hooks for stage in STAGES):
+        return {s: hook_label(hooks[s]) for s in STAGES if s in hooks}
+    out = {}
+    for stage, (start, end) in STAGE_SPANS.items():
+        if start in hooks or end in hooks:
+            ends = (start,) if start == end else (start, end)
+            out[stage] = " → ".join(hook_label(hooks.get(b)) for b in ends)
+    return out
+
+
 def hooks_line(info: Mapping[str, Any]) -> Text:
-    """Hook used per stage and unobserved stages, compact: which kernel functions measured what."""
+    """Each hook once and the unobserved stages: what measured this run, in two lines."""
     text = Text()
     hooks = info.get("hooks") or {}
     if hooks:
         text.append("hooks: ", style="bold")
-        text.append(" · ".join(f"{s}={_join(h, '+')}" for s, h in hooks.items()))
+        for index, (name, label) in enumerate(hooks.items()):
+            text.append(" · " if index else "")
+            text.append(f"{name}=")
+            text.append(hook_label(label), style="yellow" if label is None else "")
     unobserved = list(info.get("unobserved") or ())
     if unobserved:
         text.append("\n" if hooks else "")

@@ -15,6 +15,19 @@ from hdrh.histogram import HdrHistogram
 from profiler.run import Run, new_histogram
 
 SPLIT = (500, 400, 90, 9, 1)
+START_EPOCH_S = 1714557600.0
+
+# As the collector records them: per boundary, None where no hook worked.
+HOOKS: dict[str, str | None] = {
+    "send_enter": "tracepoint:syscalls/sys_enter_sendto",
+    "dev_queue": "tp_btf:net_dev_queue",
+    "dev_xmit": "tp_btf:net_dev_start_xmit",
+    "dev_rx": None,
+    "stack_rx": "tp_btf:netif_receive_skb",
+    "sk_enqueue": "tp_btf:sk_data_ready",
+    "recv_enter": "tracepoint:syscalls/sys_enter_recvfrom",
+    "recv_return": "tp_btf:sock_recv_length",
+}
 
 
 def hist_of(values: dict[int, int]) -> HdrHistogram:
@@ -52,14 +65,18 @@ def mtu_1500_run() -> Run:
     return make_run(
         stages,
         meta={
+            "kernel": "6.1.0-test",
+            "hooks": HOOKS,
+            "unobserved": ["backlog"],
+            "hooks_refused": {"dev_rx": ["tp_btf:netif_rx: Invalid argument"]},
+            "started_at": "2024-05-01T10:00:00+0000",
             "transport": "udp",
             "mtu": 1500,
             "clients": 4,
-            "sizes": [64, 4000],
-            "kernel": "6.1.0-test",
+            "request_size": 64,
+            "response_size": 4000,
             "duration_s": 30,
-            "hooks": {"send": "fentry:udp_sendmsg", "qdisc": "tp:net_dev_queue"},
-            "unobserved": ["backlog"],
+            "client": {"sent": 1200, "timeouts": 0},
         },
         frags={"request": hist_of({3: 10, 1: 10})},
         datagrams={
@@ -78,5 +95,6 @@ def mtu_9000_run() -> Run:
         ("request", "send"): levels(1_200, 1_500, 2_000, 2_000, 2_000),
         ("response", "total"): levels(30_000, 36_000, 60_000, 100_000, 400_000),
     }
-    meta = {**mtu_1500_run().meta, "mtu": 9000}
+    meta = {**mtu_1500_run().meta, "mtu": 9000, "started_at": "2024-05-01T11:00:00+0000"}
+    meta["client"] = {"sent": 1300, "timeouts": 2}
     return make_run(stages, meta=meta, frags={"request": hist_of({1: 20})})

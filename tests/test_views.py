@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fixtures_runs import mtu_1500_run, mtu_9000_run
+from fixtures_runs import START_EPOCH_S, mtu_1500_run, mtu_9000_run
 from hdrh.log import HistogramLogReader
 from rich.console import Console, RenderableType
 
@@ -105,11 +105,13 @@ def test_unobserved_stages_show_dashes_not_zeros() -> None:
 
 def test_header_datagrams_rtt_and_hooks() -> None:
     text = text_of(render(mtu_1500_run(), STATUS))
-    assert "udp · MTU 1500 · clients 4 · sizes 64,4000 · kernel 6.1.0-test · 12/30 s" in text
+    header = "udp · MTU 1500 · clients 4 · kernel 6.1.0-test · req 64 B / resp 4000 B · 12/30 s"
+    assert header in text
     assert row(text, "datagrams", "request")[:5] == ["request", "1200", "1000", "2.00", "7"]
     assert row(text, "datagrams", "response")[:5] == ["response", "1100", "1000", DASH, "0"]
     assert "client RTT (µs, n=1000): p50 90.05 · p99 150.0" in text
-    assert "hooks: send=fentry:udp_sendmsg · qdisc=tp:net_dev_queue" in text
+    assert "hooks: send_enter=tracepoint:syscalls/sys_enter_sendto · dev_queue=tp_btf:" in text
+    assert "dev_rx=none" in text
 
 
 def test_missed_counters_always_shown_and_non_zero_highlighted() -> None:
@@ -158,8 +160,12 @@ def test_report_has_metadata_tables_and_hooks() -> None:
     assert row(text, "run", "mtu") == ["mtu", "1500"]
     total = row(text, "request path", "total")
     assert total[-6:] == ["1000", "40.03", "48.03", "80.06", "200.1", "1000.4"]
-    assert row(text, "stages and hooks", "send")[-1] == "fentry:udp_sendmsg"
-    assert row(text, "stages and hooks", "backlog")[-1] == "unobserved"
+    send = row(text, "stages and hooks", "send")
+    assert send[-3:] == ["tracepoint:syscalls/sys_enter_sendto", "→", "tp_btf:net_dev_queue"]
+    backlog = row(text, "stages and hooks", "backlog")
+    assert backlog[-4:] == ["unobserved", "(none", "→", "tp_btf:netif_receive_skb)"]
+    assert row(text, "hooks refused", "dev_rx")[1:] == ["tp_btf:netif_rx:", "Invalid", "argument"]
+    assert "stage_help" not in text and "started_at" in text
     assert row(text, "missed events", "key_reused")[1] == "3"
 
 
@@ -184,9 +190,9 @@ def test_compare_shows_signed_deltas_total_first() -> None:
 
 def test_compare_flags_stages_measured_by_different_hooks() -> None:
     b = mtu_9000_run()
-    b.meta = {**b.meta, "hooks": {**b.meta["hooks"], "send": "kprobe:udp_sendmsg"}}
+    b.meta = {**b.meta, "hooks": {**b.meta["hooks"], "dev_rx": "raw_tp:netif_rx"}}
     text = text_of(render_compare(mtu_1500_run(), b))
-    assert "hooks differ: send fentry:udp_sendmsg vs kprobe:udp_sendmsg" in text
+    assert "hooks differ: dev_rx none vs raw_tp:netif_rx" in text
 
 
 def test_csv_round_trips_through_pandas(tmp_path: Path) -> None:
@@ -220,6 +226,7 @@ def test_hdr_log_reads_back_with_the_same_counts(tmp_path: Path) -> None:
     while (hist := reader.get_next_interval_histogram()) is not None:
         read[hist.get_tag()] = hist.get_total_count()
         p50[hist.get_tag()] = hist.get_value_at_percentile(50)
+        assert hist.get_start_time_stamp() == START_EPOCH_S * 1000
     reader.close()
     expected = {f"{p}/{s}": run.stage(p, s).get_total_count() for p in PATHS for s in STAGES}
     expected["client/rtt"] = 1000
