@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from servers.topology import Topology
+from servers.topology import Topology, remove_leftovers
 from servers.workload import Workload
 
 pytestmark = [
@@ -16,6 +20,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
 ]
 CLIENTS = 4
+REPO = Path(__file__).resolve().parent.parent
 
 
 def netns_inode(pid: int) -> int:
@@ -80,3 +85,55 @@ def test_invalid_arguments() -> None:
         Workload(topo, response_size=70000)
     with pytest.raises(ValueError, match="clients"):
         Workload(topo, clients=0)
+
+
+def test_processes_pinned_to_the_cpus_asked() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, client_cpu = cpus[0], cpus[-1]
+    with (
+        Topology() as topo,
+        Workload(
+            topo, clients=2, duration=0.5, server_cpu=server_cpu, client_cpu=client_cpu
+        ) as load,
+    ):
+        time.sleep(0.3)
+        assert os.sched_getaffinity(load.server_pid) == {server_cpu}
+        assert {frozenset(os.sched_getaffinity(pid)) for pid in load.client_pids()} == {
+            frozenset({client_cpu})
+        }
+        assert load.wait().received > 0
+
+
+OWNER = textwrap.dedent(
+    """
+    import time
+    from servers.topology import Topology
+    from servers.workload import Workload
+    topo = Topology().__enter__()
+    load = Workload(topo, clients=2, duration=30.0).__enter__()
+    time.sleep(0.3)
+    print(*load.pids(), flush=True)
+    time.sleep(30)
+    """
+)
+
+
+def test_sigkilled_owner_leaves_no_process_running() -> None:
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    try:
+        assert owner.stdout is not None
+        pids = [int(pid) for pid in owner.stdout.readline().split()]
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    assert len(pids) == 4
+    deadline = time.monotonic() + 3.0
+    while [pid for pid in pids if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in pids if alive(pid)]
+    assert f"sp{owner.pid}-srv" in remove_leftovers()
