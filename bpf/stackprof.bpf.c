@@ -4,9 +4,11 @@
  *
  * A datagram's flight is created when its first fragment is queued to the
  * device inside a traced send, keyed like IP reassembly keys fragments, and
- * stamped at each stage boundary; the socket enqueue moves it to a per-socket
- * FIFO that the receive return pops. Every stage lands in a log-linear
- * histogram in one mmapped global: no per-packet event reaches user space.
+ * stamped at each stage boundary up to the socket enqueue. A socket's queue
+ * is FIFO, so each traced socket remembers the key of the datagram at its
+ * head: the next receive return is that datagram's. Every stage lands in a
+ * log-linear histogram in one mmapped global: no per-packet event reaches
+ * user space.
  * Each hook exists in several attach flavours; the loader keeps one per hook.
  */
 #include "vmlinux.h"
@@ -52,43 +54,21 @@ struct {
 	__type(value, struct sp_flight);
 } flights SEC(".maps");
 
-/* Enqueue and dequeue counts of each traced socket: a UDP queue is FIFO. */
-struct sock_seq {
-	__u64 enq;
-	__u64 deq;
-};
-
+/* Per traced socket, the datagram at the head of its queue (next to be read). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SP_THREAD_ENTRIES);
 	__type(key, __u64);
-	__type(value, struct sock_seq);
-} socks SEC(".maps");
-
-struct queued_key {
-	__u64 sk;
-	__u64 seq;
-};
-
-struct queued {
-	__u64 t_send;
-	__u64 t_enq;
-	__u32 path;
-	__u32 len;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, SP_SOCKQ_ENTRIES);
-	__type(key, struct queued_key);
-	__type(value, struct queued);
-} sockq SEC(".maps");
+	__type(value, struct sp_flight_key);
+} queue_head SEC(".maps");
 
 /* The IPv4 header and, when it follows without options, the UDP ports. */
 struct ip_udp {
 	struct iphdr ip;
 	__be16 sport;
 	__be16 dport;
+	__be16 ulen;
+	__be16 check;
 };
 
 static __always_inline __u32 log2_u64(__u64 v)
@@ -203,7 +183,7 @@ static __always_inline bool read_ip_udp(const void *ptr, struct ip_udp *h)
 		return false;
 	if (h->ip.version != 4 || h->ip.protocol != IPPROTO_UDP)
 		return false;
-	if (h->ip.ihl != 5 && bpf_probe_read_kernel(&h->sport, 4, ptr + h->ip.ihl * 4))
+	if (h->ip.ihl != 5 && bpf_probe_read_kernel(&h->sport, 8, ptr + h->ip.ihl * 4))
 		return false;
 	return true;
 }
@@ -288,6 +268,7 @@ static __always_inline int on_dev_queue(const struct sk_buff *skb)
 		return 0;
 	flight.t_send = *t_send;
 	flight.t_queue = now;
+	flight.len = bpf_ntohs(h.ulen) - sizeof(struct udphdr);
 	flight_key(&h, frag_off(&h) & IP_MF, &key);
 	if (key.fragmented)
 		flight.frag_payload = bpf_ntohs(h.ip.tot_len) - h.ip.ihl * 4;
@@ -377,118 +358,107 @@ static __always_inline bool sock_is_udp4(const struct sock *sk)
 	       BPF_CORE_READ(sk, sk_protocol) == IPPROTO_UDP;
 }
 
-/* Sockets are followed when they pass the filters or receive a traced datagram. */
-static __always_inline bool sock_in_scope(const struct sock *sk)
-{
-	if (!netns_ok(BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum)))
-		return false;
-	return in_ports(BPF_CORE_READ(sk, __sk_common.skc_num)) ||
-	       in_ports(bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)));
-}
-
-/* The datagram just enqueued: reassembled if it was fragmented, so a
- * datagram without DF is looked up as fragmented first. */
-static __always_inline struct sp_flight *enqueued_flight(const struct sk_buff *skb,
-							  struct sp_flight_key *key,
-							  struct ip_udp *h)
+/* A datagram after reassembly: a datagram without DF is looked up as
+ * fragmented first (reassembly clears MF and the offset). */
+static __always_inline struct sp_flight *datagram_flight(const struct sk_buff *skb,
+							  struct sp_flight_key *key)
 {
 	struct sp_flight *f;
+	struct ip_udp h;
 	bool df;
 
-	if (!read_ip_udp(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, network_header), h))
+	if (!skb_is_ipv4(skb) ||
+	    !read_ip_udp(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, network_header), &h))
 		return NULL;
-	df = frag_off(h) & IP_DF;
-	flight_key(h, !df, key);
+	df = frag_off(&h) & IP_DF;
+	flight_key(&h, !df, key);
 	f = bpf_map_lookup_elem(&flights, key);
 	if (f || df)
 		return f;
-	flight_key(h, false, key);
+	flight_key(&h, false, key);
 	return bpf_map_lookup_elem(&flights, key);
 }
 
-static __always_inline struct sock_seq *sock_seq_of(__u64 sk, bool create)
+/* Remember the datagram now at the head of a socket's queues (UDP reads
+ * from reader_queue, refilled from sk_receive_queue). */
+static __always_inline void note_head(const struct sock *sk)
 {
-	struct sock_seq *seq, zero = {};
+	struct udp_sock *up = (struct udp_sock *)sk;
+	struct sp_flight_key key = {};
+	struct sk_buff *skb = NULL;
+	__u64 id = (__u64)sk;
 
-	seq = bpf_map_lookup_elem(&socks, &sk);
-	if (seq || !create)
-		return seq;
-	bpf_map_update_elem(&socks, &sk, &zero, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&socks, &sk);
+	if (BPF_CORE_READ(up, reader_queue.qlen))
+		skb = BPF_CORE_READ(up, reader_queue.next);
+	else if (BPF_CORE_READ(sk, sk_receive_queue.qlen))
+		skb = BPF_CORE_READ(sk, sk_receive_queue.next);
+	if (skb && datagram_flight(skb, &key))
+		bpf_map_update_elem(&queue_head, &id, &key, BPF_ANY);
+	else
+		bpf_map_delete_elem(&queue_head, &id);
 }
 
+/* Socket enqueue. Kernels since 6.13 skip the notification when the queue
+ * was not empty: those datagrams are counted, and their wait starts at the
+ * last fragment's stack entry. */
 static __always_inline int on_enqueue(const struct sock *sk)
 {
 	struct sp_flight_key key = {};
-	struct queued q = {};
-	struct queued_key qk;
-	struct sock_seq *seq;
 	struct sp_flight *f;
 	struct sk_buff *skb;
-	struct ip_udp h;
-	__u64 now;
+	__u64 id = (__u64)sk;
 
 	if (!sock_is_udp4(sk))
 		return 0;
 	skb = BPF_CORE_READ(sk, sk_receive_queue.prev);
 	if ((void *)skb == (void *)&sk->sk_receive_queue)
 		return 0;
-	f = enqueued_flight(skb, &key, &h);
-	seq = sock_seq_of((__u64)sk, f || sock_in_scope(sk));
-	if (!seq)
+	f = datagram_flight(skb, &key);
+	if (!f || f->t_enq)
 		return 0;
-	now = bpf_ktime_get_ns();
-	qk.sk = (__u64)sk;
-	qk.seq = __sync_fetch_and_add(&seq->enq, 1);
-	q.len = bpf_ntohs(h.ip.tot_len) - h.ip.ihl * 4 - sizeof(struct udphdr);
-	if (f) {
-		q.t_send = f->t_send;
-		q.t_enq = now;
-		q.path = f->path;
-		record_stage(f->path, SP_STAGE_IP_UDP, f->t_last, now);
-		count(f->path, SP_CNT_ENQUEUED);
-		bpf_map_delete_elem(&flights, &key);
-	} else {
-		miss(SP_MISS_ENQUEUE_UNTRACED);
-	}
-	if (bpf_map_update_elem(&sockq, &qk, &q, BPF_ANY))
-		miss(SP_MISS_SOCKQ_FULL);
+	f->t_enq = bpf_ktime_get_ns();
+	record_stage(f->path, SP_STAGE_IP_UDP, f->t_last, f->t_enq);
+	count(f->path, SP_CNT_ENQUEUED);
+	/* Alone in the queues: it is the head, unless a read in progress
+	 * still owns the head slot. */
+	if (BPF_CORE_READ(sk, sk_receive_queue.qlen) == 1 &&
+	    !BPF_CORE_READ((struct udp_sock *)sk, reader_queue.qlen))
+		bpf_map_update_elem(&queue_head, &id, &key, BPF_NOEXIST);
 	return 0;
 }
 
-static __always_inline int on_dequeue(const struct sock *sk, int ret, int flags)
+/* The datagram this receive returned, then the next head of the queue. */
+static __always_inline int on_recv_return(const struct sock *sk, int ret, int flags)
 {
-	struct queued_key qk;
-	struct sock_seq *seq;
-	struct queued *q;
-	__u64 now, start, *t_enter;
+	struct sp_flight_key *key;
+	__u64 now, wait_from, start, *t_enter, id = (__u64)sk;
+	struct sp_flight *f;
 	__u32 tid;
 
 	if (ret < 0 || (flags & MSG_PEEK) || !sock_is_udp4(sk))
 		return 0;
-	seq = sock_seq_of((__u64)sk, false);
-	if (!seq)
-		return 0;
-	qk.sk = (__u64)sk;
-	qk.seq = __sync_fetch_and_add(&seq->deq, 1);
-	q = bpf_map_lookup_elem(&sockq, &qk);
-	if (!q) {
-		miss(SP_MISS_DEQUEUE_UNPAIRED);
-		return 0;
-	}
-	if (q->len != ret)
+	key = bpf_map_lookup_elem(&queue_head, &id);
+	f = key ? bpf_map_lookup_elem(&flights, key) : NULL;
+	if (f && f->len != ret) {
 		miss(SP_MISS_PAIR_MISMATCH);
-	if (q->t_send) {
+	} else if (f && f->t_last) {
 		now = bpf_ktime_get_ns();
+		wait_from = f->t_enq;
+		if (!wait_from) {
+			count(f->path, SP_CNT_ENQUEUE_UNSEEN);
+			wait_from = f->t_last;
+		}
 		tid = (__u32)bpf_get_current_pid_tgid();
 		t_enter = bpf_map_lookup_elem(&recv_start, &tid);
-		start = t_enter && *t_enter > q->t_enq ? *t_enter : q->t_enq;
-		record_stage(q->path, SP_STAGE_SOCK_WAIT, q->t_enq, start);
-		record_stage(q->path, SP_STAGE_RECV, start, now);
-		record_stage(q->path, SP_STAGE_TOTAL, q->t_send, now);
-		count(q->path, SP_CNT_DELIVERED);
+		start = t_enter && *t_enter > wait_from ? *t_enter : wait_from;
+		record_stage(f->path, SP_STAGE_SOCK_WAIT, wait_from, start);
+		record_stage(f->path, SP_STAGE_RECV, start, now);
+		record_stage(f->path, SP_STAGE_TOTAL, f->t_send, now);
+		count(f->path, SP_CNT_DELIVERED);
 	}
-	bpf_map_delete_elem(&sockq, &qk);
+	if (f)
+		bpf_map_delete_elem(&flights, key);
+	note_head(sk);
 	return 0;
 }
 
@@ -545,11 +515,11 @@ int BPF_PROG(raw_tp_sk_data_ready, struct sock *sk) { return on_enqueue(sk); }
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(tp_btf_sock_recv_length, struct sock *sk, int ret, int flags)
 {
-	return on_dequeue(sk, ret, flags);
+	return on_recv_return(sk, ret, flags);
 }
 
 SEC("raw_tp/sock_recv_length")
 int BPF_PROG(raw_tp_sock_recv_length, struct sock *sk, int ret, int flags)
 {
-	return on_dequeue(sk, ret, flags);
+	return on_recv_return(sk, ret, flags);
 }

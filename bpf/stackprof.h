@@ -15,7 +15,6 @@
 #define SP_NBUCKETS 1984
 
 #define SP_FLIGHT_ENTRIES 16384
-#define SP_SOCKQ_ENTRIES 16384
 #define SP_THREAD_ENTRIES 4096
 #define SP_MAX_NETNS 4
 
@@ -51,6 +50,7 @@ enum sp_path_counter {
 	SP_CNT_SENT,
 	SP_CNT_FRAGMENTED,
 	SP_CNT_ENQUEUED,
+	SP_CNT_ENQUEUE_UNSEEN,
 	SP_CNT_DELIVERED,
 	SP_NPATH_COUNTERS,
 };
@@ -58,9 +58,6 @@ enum sp_path_counter {
 /* Events that could not be recorded. */
 enum sp_miss {
 	SP_MISS_FLIGHT_FULL,
-	SP_MISS_SOCKQ_FULL,
-	SP_MISS_ENQUEUE_UNTRACED,
-	SP_MISS_DEQUEUE_UNPAIRED,
 	SP_MISS_KEY_REUSED,
 	SP_MISS_PAIR_MISMATCH,
 	SP_MISS_OUT_OF_RANGE,
@@ -88,8 +85,11 @@ struct sp_flight {
 	__u64 t_rx;
 	__u64 t_stack;
 	__u64 t_last;
+	__u64 t_enq;
 	__u32 path;
 	__u32 frag_payload;
+	__u32 len;
+	__u32 pad;
 };
 
 /* Set by the loader before load (rodata): filters cost nothing when off. */

@@ -11,6 +11,7 @@ import ctypes
 import operator
 import re
 from pathlib import Path
+from typing import Any
 
 HEADER = Path(__file__).resolve().parent.parent / "bpf" / "stackprof.h"
 
@@ -76,7 +77,7 @@ def parse_struct(text: str, struct: str, names: dict[str, int]) -> type[ctypes.S
         decl = re.fullmatch(r"(__u8|__u16|__u32|__u64)\s+(\w+)((?:\[[^\]]+\])*)", line)
         if not decl:
             raise ValueError(f"unsupported field in struct {struct}: {line}")
-        ctype: type = _CTYPES[decl.group(1)]
+        ctype: Any = _CTYPES[decl.group(1)]
         dims = [_eval(d, names) for d in re.findall(r"\[([^\]]+)\]", decl.group(3))]
         for dim in reversed(dims):
             ctype = ctype * dim

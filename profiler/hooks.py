@@ -55,8 +55,12 @@ def _syscalls(*names: str) -> tuple[Candidate, ...]:
 
 BOUNDARIES: tuple[Boundary, ...] = (
     Boundary("send_enter", "send syscall entry", _syscalls("sendto", "sendmsg", "sendmmsg"), True),
-    Boundary("dev_queue", "first fragment queued to the device", _btf_family("net_dev_queue"), True),
-    Boundary("dev_xmit", "driver transmit of the first fragment", _btf_family("net_dev_start_xmit")),
+    Boundary(
+        "dev_queue", "first fragment queued to the device", _btf_family("net_dev_queue"), True
+    ),
+    Boundary(
+        "dev_xmit", "driver transmit of the first fragment", _btf_family("net_dev_start_xmit")
+    ),
     Boundary("dev_rx", "device receive of the first fragment", _btf_family("netif_rx")),
     Boundary("stack_rx", "stack entry of each fragment", _btf_family("netif_receive_skb")),
     Boundary("sk_enqueue", "socket enqueue", _btf_family("sk_data_ready"), True),

@@ -25,8 +25,9 @@ def ensure_tracefs() -> None:
     """Classic tracepoints need tracefs (libbpf reads event ids there)."""
     if (TRACEFS / "events").is_dir():
         return
-    subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], check=False,
-                   capture_output=True)
+    subprocess.run(
+        ["mount", "-t", "tracefs", "nodev", str(TRACEFS)], check=False, capture_output=True
+    )
 
 
 def try_candidate(candidate: Candidate, path: Path = OBJECT) -> str | None:
@@ -116,8 +117,11 @@ class Tracer:
     def recursion_misses(self) -> int:
         """Times a program could not run because another BPF program was running."""
         assert self.obj
-        return sum(p.info().recursion_misses for p in self.obj.programs()
-                   if p.name in {n for c in self.choice.chosen.values() if c for n in c.programs})
+        return sum(
+            p.info().recursion_misses
+            for p in self.obj.programs()
+            if p.name in {n for c in self.choice.chosen.values() if c for n in c.programs}
+        )
 
 
 def make_config(

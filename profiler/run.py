@@ -45,8 +45,15 @@ def hist_summary(hist: HdrHistogram) -> dict[str, float | int]:
     """Count, percentiles, max and mean of a nanosecond histogram, in microseconds."""
     count = hist.get_total_count()
     if not count:
-        return {"count": 0, "p50_us": 0.0, "p90_us": 0.0, "p99_us": 0.0,
-                "p999_us": 0.0, "max_us": 0.0, "mean_us": 0.0}
+        return {
+            "count": 0,
+            "p50_us": 0.0,
+            "p90_us": 0.0,
+            "p99_us": 0.0,
+            "p999_us": 0.0,
+            "max_us": 0.0,
+            "mean_us": 0.0,
+        }
     return {
         "count": count,
         "p50_us": _us(hist.get_value_at_percentile(50)),
@@ -86,8 +93,7 @@ class Run:
         rows = []
         for path in PATHS:
             for stage in STAGES:
-                rows.append({"path": path, "stage": stage,
-                             **hist_summary(self.stage(path, stage))})
+                rows.append({"path": path, "stage": stage, **hist_summary(self.stage(path, stage))})
         return rows
 
     def datagram_rows(self) -> dict[str, dict[str, Any]]:
@@ -102,8 +108,11 @@ class Run:
                 "traced": int(counts.get("traced", 0)),
                 "fragments_per_datagram": round(mean_frags, 3),
                 "incomplete": int(counts.get("incomplete", 0)),
-                **{k: int(v) for k, v in counts.items()
-                   if k not in ("sent", "traced", "incomplete")},
+                **{
+                    k: int(v)
+                    for k, v in counts.items()
+                    if k not in ("sent", "traced", "incomplete")
+                },
             }
         return out
 

@@ -1,0 +1,132 @@
+"""The stackprof command line: parses, validates, and wires the pieces."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from profiler.hooks import KINDS
+
+TRANSPORTS = ("udp", "udp-mmsg", "packet-v2", "packet-v3", "tcp", "rds")
+
+
+class UsageError(Exception):
+    """Bad input: one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _int_range(lo: int, hi: int, what: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, not {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{what} must be in {lo}..{hi}, not {value}")
+        return value
+
+    return parse
+
+
+def _duration(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"duration must be a number, not {text!r}") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"duration must be in (0, 86400] seconds, not {value}")
+    return value
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"hook kinds must be among {','.join(KINDS)}")
+    return kinds
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    port = _int_range(1, 65535, "port")
+    lo, _, hi = text.partition("-")
+    first, last = port(lo), port(hi or lo)
+    if first > last:
+        raise argparse.ArgumentTypeError(f"empty port range {text!r}")
+    return first, last
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--duration", type=_duration, default=10.0, help="seconds (default 10)")
+    p.add_argument("--json", type=Path, help="also write the summary as JSON here")
+    p.add_argument("--out", type=Path, help="where to save the run (default traces/...)")
+    p.add_argument(
+        "--hooks",
+        type=_kinds,
+        default=KINDS,
+        help=f"hook kinds allowed, in preference order (default {','.join(KINDS)})",
+    )
+    p.add_argument("--no-live", action="store_true", help="print only the final table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="stackprof", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("trace", help="trace a reference workload on a private topology")
+    t.add_argument("--transport", choices=TRANSPORTS, default="udp")
+    t.add_argument("--mtu", type=_int_range(68, 65535, "MTU"), default=9000)
+    t.add_argument("--clients", type=_int_range(1, 512, "clients"), default=8)
+    t.add_argument("--request-size", type=_int_range(16, 65507, "request size"), default=512)
+    t.add_argument("--response-size", type=_int_range(16, 65507, "response size"), default=8192)
+    t.add_argument("--server-cpu", type=_int_range(0, 4095, "CPU"))
+    t.add_argument("--client-cpu", type=_int_range(0, 4095, "CPU"))
+    t.add_argument("--port", type=_int_range(1, 65535, "port"), default=7000)
+    _common(t)
+
+    a = sub.add_parser("attach", help="trace existing traffic to/from a port range")
+    a.add_argument("--ports", type=_port_range, required=True, help="service ports, LO-HI")
+    a.add_argument("--pid", type=_int_range(1, 1 << 22, "pid"))
+    a.add_argument("--netns", help="namespace name (/run/netns) or path (/proc/PID/ns/net)")
+    a.add_argument("--cgroup", type=Path, help="cgroup v2 directory of the senders")
+    _common(a)
+
+    r = sub.add_parser("report", help="show a saved run")
+    r.add_argument("file", type=Path)
+    c = sub.add_parser("compare", help="stage-by-stage deltas of two saved runs")
+    c.add_argument("a", type=Path)
+    c.add_argument("b", type=Path)
+    e = sub.add_parser("export", help="write a saved run as .csv, .hlog (HDR log) or .json")
+    e.add_argument("file", type=Path)
+    e.add_argument("out", type=Path)
+    return parser
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """Unwind like Ctrl-C so every context manager cleans up."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        args = build_parser().parse_args(argv)
+        from profiler import commands
+
+        return commands.run(args)
+    except UsageError as exc:
+        print(f"stackprof: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stackprof: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

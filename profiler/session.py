@@ -1,0 +1,196 @@
+"""One tracing session: hooks chosen, BPF attached, a workload run, a Run made.
+
+``trace`` builds the private topology and reference workload; ``attach``
+watches traffic it did not start. Both refresh a Run about once a second for
+the live view and hand back the final one.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from profiler.collector import collect, stuck_flights
+from profiler.hooks import KINDS, STAGE_HELP
+from profiler.loader import HookChoice, Tracer, choose_hooks, make_config
+from profiler.run import Run
+
+Update = Callable[[Run, dict[str, Any]], None]
+
+
+class SessionError(Exception):
+    """A session cannot start; the message is one line for the user."""
+
+
+@dataclass
+class TraceOptions:
+    """What ``stackprof trace`` was asked for."""
+
+    transport: str = "udp"
+    mtu: int = 9000
+    duration: float = 10.0
+    clients: int = 8
+    request_size: int = 512
+    response_size: int = 8192
+    server_cpu: int | None = None
+    client_cpu: int | None = None
+    port: int = 7000
+    kinds: tuple[str, ...] = KINDS
+
+
+def hooks_or_fail(kinds: tuple[str, ...]) -> HookChoice:
+    """Choose hooks; refuse to run without the boundaries every stage needs."""
+    choice = choose_hooks(kinds)
+    missing = choice.missing_required()
+    if missing:
+        raise SessionError(
+            f"cannot trace: no working hook for {', '.join(missing)} "
+            f"(tried kinds {','.join(kinds)}; run 'stackprof doctor')"
+        )
+    return choice
+
+
+def base_meta(choice: HookChoice) -> dict[str, Any]:
+    return {
+        "kernel": platform.release(),
+        "hooks": choice.labels(),
+        "unobserved": choice.unobserved(),
+        "hooks_refused": choice.refused,
+        "stage_help": STAGE_HELP,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _status(run: Run, started: float, duration: float) -> dict[str, Any]:
+    return {**run.meta, "elapsed_s": round(time.monotonic() - started, 1), "duration_s": duration}
+
+
+def watch(
+    tracer: Tracer, run: Run, duration: float, done: Callable[[], bool], on_update: Update
+) -> None:
+    """Refresh run from the kernel about once a second until done() or duration."""
+    started = time.monotonic()
+    while not done() and time.monotonic() - started < duration + 5:
+        time.sleep(min(1.0, max(0.05, duration + 5 - (time.monotonic() - started))))
+        collect(tracer, run)
+        on_update(run, _status(run, started, duration))
+
+
+def finish(tracer: Tracer, run: Run) -> Run:
+    """Last collection: counters, and fragmented datagrams that never completed."""
+    collect(tracer, run)
+    for path, stuck in stuck_flights(tracer, older_than_ns=0).items():
+        run.datagrams.setdefault(path, {})["incomplete"] = stuck
+    return run
+
+
+def trace(opts: TraceOptions, on_update: Update) -> Run:
+    """Run the reference workload on a private topology under the tracer."""
+    from servers.topology import Topology
+    from servers.workload import Workload
+
+    choice = hooks_or_fail(opts.kinds)
+    run = Run(
+        meta={
+            **base_meta(choice),
+            "transport": opts.transport,
+            "mtu": opts.mtu,
+            "clients": opts.clients,
+            "request_size": opts.request_size,
+            "response_size": opts.response_size,
+            "duration_s": opts.duration,
+            "server_cpu": opts.server_cpu,
+            "client_cpu": opts.client_cpu,
+            "port": opts.port,
+        }
+    )
+    with Topology(opts.mtu) as topo:
+        config = make_config(opts.port, opts.port, netns=list(topo.netns_inodes()))
+        with (
+            Tracer(config, choice) as tracer,
+            Workload(
+                topo,
+                transport=opts.transport,
+                clients=opts.clients,
+                request_size=opts.request_size,
+                response_size=opts.response_size,
+                duration=opts.duration,
+                server_cpu=opts.server_cpu,
+                client_cpu=opts.client_cpu,
+                port=opts.port,
+            ) as workload,
+        ):
+            watch(tracer, run, opts.duration, lambda: not workload.loadgen.running(), on_update)
+            result = workload.wait()
+            time.sleep(0.2)
+            finish(tracer, run)
+    record_workload(run, result)
+    return run
+
+
+def record_workload(run: Run, result: Any) -> None:
+    """What the applications themselves counted, beside what the kernel saw."""
+    run.client_rtt = result.rtt
+    run.datagrams.setdefault("request", {})["sent"] = result.sent
+    run.datagrams.setdefault("response", {})["sent"] = int(
+        result.server.get("responses", result.received)
+    )
+    run.meta["client"] = {
+        "sent": result.sent,
+        "received": result.received,
+        "bad": result.bad,
+        "timeouts": result.timeouts,
+        "duration_s": result.duration_s,
+    }
+    run.meta["server"] = result.server
+
+
+@dataclass
+class AttachOptions:
+    """Filters for ``stackprof attach``: which existing traffic to watch."""
+
+    port_lo: int
+    port_hi: int
+    duration: float = 10.0
+    pid: int | None = None
+    netns: list[int] | None = None
+    cgroup_id: int | None = None
+    kinds: tuple[str, ...] = KINDS
+
+
+def attach(opts: AttachOptions, on_update: Update) -> Run:
+    """Trace datagrams to/from the port range that the filtered senders send."""
+    choice = hooks_or_fail(opts.kinds)
+    run = Run(
+        meta={
+            **base_meta(choice),
+            "transport": "attach",
+            "mtu": 0,
+            "ports": [opts.port_lo, opts.port_hi],
+            "pid": opts.pid,
+            "netns": opts.netns,
+            "cgroup_id": opts.cgroup_id,
+            "duration_s": opts.duration,
+        }
+    )
+    config = make_config(
+        opts.port_lo, opts.port_hi, netns=opts.netns, tgid=opts.pid, cgroup_id=opts.cgroup_id
+    )
+    deadline = time.monotonic() + opts.duration
+    with Tracer(config, choice) as tracer:
+        watch(tracer, run, opts.duration, lambda: time.monotonic() >= deadline, on_update)
+        finish(tracer, run)
+    return run
+
+
+def netns_inode(name_or_path: str) -> int:
+    """Inode of a named namespace (/run/netns/NAME) or of a path like /proc/PID/ns/net."""
+    path = name_or_path if "/" in name_or_path else f"/run/netns/{name_or_path}"
+    try:
+        return os.stat(path).st_ino
+    except OSError as exc:
+        raise SessionError(f"network namespace {name_or_path!r} not found") from exc
