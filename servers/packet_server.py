@@ -1,0 +1,292 @@
+"""The PF_PACKET reference server: udp_server's request/response service on a TPACKET ring.
+
+Requests arrive as raw frames in an RX ring (TPACKET_V2: one frame per slot,
+woken per frame; TPACKET_V3: blocks retired when full or after the block
+timeout), are reassembled in user space if fragmented, and are answered with
+frames built here (UDP checksum, fragmentation at the interface MTU, Ethernet
+header to the next hop's MAC from :mod:`servers.neighbours`) and sent on the
+packet socket. Same payloads (:mod:`servers.payload`), same ``ready`` line and
+same JSON counters at SIGTERM/SIGINT as :mod:`servers.udp_server`, plus the
+ring's own counters (V3 blocks, frames per block achieved, reassembly).
+
+The kernel's IP stack sees every request frame as well. With no socket on the
+port it would answer each request with an ICMP port unreachable, which the
+client's connected socket would turn into ECONNREFUSED. We bind a plain UDP
+socket on the service address and port with a classic BPF filter that drops
+everything: the kernel finds a socket (so no ICMP), and the datagram is freed
+inside udp_queue_rcv_skb without a copy, a wake-up or a system call of ours.
+No nftables rule is needed. The price, visible to a profiler: the kernel still
+reassembles and checksums each request and counts it in UDP InErrors and the
+socket's drop counter (a drained socket would cost a recvfrom per request; a
+tiny SO_RCVBUF would count RcvbufErrors instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import random
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+from servers import frames, tpacket
+from servers.frames import FrameError, Reassembler
+from servers.neighbours import NeighbourCache, ResolutionError
+from servers.netns_exec import child_setup
+from servers.payload import build_response, check_size
+
+SIOCGIFMTU = 0x8921
+REASSEMBLY_TIMEOUT_S = 30.0
+EXPIRE_EVERY_S = 0.1
+POLL_TIMEOUT_MS = 100
+_CSUM_TRUSTED = tpacket.TP_STATUS_CSUMNOTREADY | tpacket.TP_STATUS_CSUM_VALID
+
+
+@dataclass
+class Counters:
+    """udp_server's counters, then what only a user-space stack has to count."""
+
+    mode: str
+    datagrams: int = 0
+    bytes_received: int = 0
+    requests: int = 0
+    bad_requests: int = 0
+    responses: int = 0
+    bytes_sent: int = 0
+    send_errors: int = 0
+    wakeups: int = 0
+    duration_s: float = 0.0
+    version: int = 3
+    mtu: int = 0
+    frames_received: int = 0
+    frames_sent: int = 0
+    bad_frames: int = 0
+    not_for_us: int = 0
+    no_neighbour: int = 0
+    reassembly: dict[str, int] = field(default_factory=dict)
+    ring: dict[str, int] = field(default_factory=dict)
+    block_fill: dict[str, int] = field(default_factory=dict)
+    frames_per_block: float = 0.0
+    kernel_packets: int = 0
+    kernel_drops: int = 0
+    neighbours: dict[str, int] = field(default_factory=dict)
+
+
+class _Stop:
+    """Set by the signal handler; checked between frames so a flood cannot pin us."""
+
+    requested = False
+
+    @classmethod
+    def handler(cls, signum: int, frame: object) -> None:
+        cls.requested = True
+
+
+def interface_mtu(ifname: str) -> int:
+    """The interface's MTU via SIOCGIFMTU (right in any namespace, unlike /sys)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16si", ifname.encode(), 0)
+        reply = fcntl.ioctl(sock.fileno(), SIOCGIFMTU, request)
+    mtu: int = struct.unpack("16si", reply)[1]
+    return mtu
+
+
+def open_guard_socket(ip: str, port: int) -> socket.socket:
+    """The UDP socket that keeps the kernel from sending port unreachable (see module doc)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tpacket.attach_filter(sock, tpacket.DROP_ALL_FILTER)
+    sock.bind((ip, port))
+    return sock
+
+
+@dataclass
+class ServerConfig:
+    """What the server answers for and how."""
+
+    ifname: str
+    ip: str
+    port: int
+    response_size: int
+    sink: bool
+    mtu: int
+
+
+class PacketServer:
+    """The request/response loop over a PacketRing."""
+
+    def __init__(self, cfg: ServerConfig, ring: tpacket.PacketRing, neigh: NeighbourCache) -> None:
+        self.cfg = cfg
+        self.ring = ring
+        self.neigh = neigh
+        self.ip = socket.inet_aton(cfg.ip)
+        self.reassembler = Reassembler(REASSEMBLY_TIMEOUT_S)
+        self.counters = Counters(
+            mode="sink" if cfg.sink else "echo",
+            version=2 if ring.config.version == tpacket.TPACKET_V2 else 3,
+            mtu=cfg.mtu,
+        )
+        self._ident = random.randrange(1 << 16)
+
+    def handle(self, frame: tpacket.RxFrame, now: float) -> None:
+        """One ring frame: parse, reassemble, answer a complete request."""
+        counters = self.counters
+        counters.frames_received += 1
+        try:
+            packet = frames.parse_frame(frame.data)
+        except FrameError:
+            counters.bad_frames += 1
+            return
+        if packet.dst != self.ip or packet.protocol != frames.IPPROTO_UDP:
+            counters.not_for_us += 1
+            return
+        segment = self.reassembler.add(packet, now)
+        if segment is None:
+            return
+        verify = packet.is_fragment or not frame.status & _CSUM_TRUSTED
+        try:
+            udp = frames.parse_udp(packet.src, packet.dst, segment, verify)
+        except FrameError:
+            counters.bad_frames += 1
+            return
+        if udp.dport != self.cfg.port:
+            counters.not_for_us += 1
+            return
+        self.answer(udp)
+
+    def answer(self, udp: frames.UdpDatagram) -> None:
+        """Count a request and send its response, fragmented at the MTU."""
+        counters = self.counters
+        counters.datagrams += 1
+        counters.bytes_received += len(udp.payload)
+        if self.cfg.sink:
+            return
+        response = build_response(udp.payload, self.cfg.response_size)
+        if response is None:
+            counters.bad_requests += 1
+            return
+        counters.requests += 1
+        client = socket.inet_ntoa(udp.src)
+        try:
+            mac = self.neigh.lookup(client)
+        except ResolutionError:
+            counters.no_neighbour += 1
+            return
+        self._ident = (self._ident + 1) & 0xFFFF
+        out = frames.udp_frames(
+            mac, self.ring.mac, self.ip, udp.src, self.cfg.port, udp.sport,
+            response, self._ident, self.cfg.mtu,
+        )  # fmt: skip
+        try:
+            for data in out:
+                self.ring.send(data)
+                counters.frames_sent += 1
+        except OSError:
+            counters.send_errors += 1
+            return
+        counters.responses += 1
+        counters.bytes_sent += len(response)
+
+    def serve(self) -> Counters:
+        """poll the ring until SIGTERM/SIGINT (which also wake poll via the wakeup fd)."""
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        poller = select.poll()
+        poller.register(self.ring.fileno(), select.POLLIN | select.POLLERR)
+        poller.register(wake_r, select.POLLIN)
+        start = last_expiry = time.monotonic()
+        print("ready", flush=True)
+        while not _Stop.requested:
+            events = poller.poll(POLL_TIMEOUT_MS)
+            now = time.monotonic()
+            if any(fd == self.ring.fileno() for fd, _ in events):
+                self.counters.wakeups += 1
+            self.drain(now)
+            if now - last_expiry >= EXPIRE_EVERY_S:
+                self.reassembler.expire(now)
+                last_expiry = now
+        self.counters.duration_s = round(time.monotonic() - start, 6)
+        os.close(wake_r)
+        os.close(wake_w)
+        return self.finish()
+
+    def drain(self, now: float) -> None:
+        """Handle every ready frame/block until the ring is empty or a stop is requested."""
+        while not _Stop.requested:
+            batch = self.ring.receive()
+            if not batch:
+                return
+            for frame in batch:
+                self.handle(frame, now)
+
+    def finish(self) -> Counters:
+        """Fold the ring, reassembly and neighbour counters into the report."""
+        counters, ring = self.counters, self.ring
+        counters.reassembly = asdict(self.reassembler.stats) | {"pending": self.reassembler.pending}
+        counters.ring = ring.counters.as_dict()
+        counters.block_fill = {str(k): v for k, v in sorted(ring.block_fill.items())}
+        if ring.counters.blocks:
+            counters.frames_per_block = round(ring.counters.frames / ring.counters.blocks, 3)
+        counters.kernel_packets, counters.kernel_drops, _ = ring.statistics()
+        counters.neighbours = dict(self.neigh.counters)
+        return counters
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ifname", required=True, help="interface to bind the ring to")
+    parser.add_argument("--ip", required=True, help="the server's address on it")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--response-size", type=int, default=8192)
+    parser.add_argument("--version", type=int, choices=(2, 3), default=3, help="TPACKET_V2/V3")
+    parser.add_argument("--frames-per-block", type=int, default=32)
+    parser.add_argument("--block-timeout-ms", type=int, default=10, help="V3 block retire")
+    parser.add_argument("--frame-size", type=int, default=None, help="slot size (default: MTU)")
+    parser.add_argument("--ring-mib", type=int, default=4, help="RX ring size")
+    parser.add_argument("--sink", action="store_true", help="count datagrams, answer none")
+    parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
+    args = parser.parse_args(argv)
+    try:
+        check_size("--response-size", args.response_size)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.frames_per_block < 1 or args.block_timeout_ms < 1 or args.ring_mib < 1:
+        parser.error("--frames-per-block, --block-timeout-ms and --ring-mib must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _Stop.handler)
+    signal.signal(signal.SIGINT, _Stop.handler)
+    child_setup(args.cpu)
+    mtu = interface_mtu(args.ifname)
+    ring_cfg = tpacket.ring_config(
+        tpacket.VERSIONS[args.version],
+        mtu,
+        frames_per_block=args.frames_per_block,
+        block_timeout_ms=args.block_timeout_ms,
+        ring_bytes=args.ring_mib << 20,
+        frame_size=args.frame_size,
+    )
+    program = tpacket.udp_service_filter(args.ip, args.port)
+    cfg = ServerConfig(args.ifname, args.ip, args.port, args.response_size, args.sink, mtu)
+    with (
+        open_guard_socket(args.ip, args.port),
+        NeighbourCache() as neigh,
+        tpacket.PacketRing(args.ifname, ring_cfg, program) as ring,
+    ):
+        counters = PacketServer(cfg, ring, neigh).serve()
+    print(json.dumps(asdict(counters)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
