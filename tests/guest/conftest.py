@@ -1,0 +1,40 @@
+"""Fixtures for the guest tests: the prepared kernel, and BPF objects built on the host."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .vm import HERE, GuestConfig, ensure_guest
+
+
+@pytest.fixture(scope="session")
+def guest_config() -> GuestConfig:
+    """Runs fetch_kernel.sh (idempotent; ~1 s when cached) and fails loudly if it cannot."""
+    return ensure_guest()
+
+
+def build_probe(outdir: Path) -> tuple[Path, Path]:
+    """Build probe.bpf.c and its libbpf loader, probe_loader.c, with the host's clang."""
+    clang = shutil.which("clang")
+    if clang is None:
+        pytest.fail("clang not found: run setup.sh")
+    multiarch = subprocess.run(
+        [clang, "-print-multiarch"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    obj, loader = outdir / "probe.bpf.o", outdir / "probe_loader"
+    commands = [
+        [clang, "-g", "-O2", "-Wall", "-Werror", "-target", "bpf"]
+        + [f"-I/usr/include/{multiarch or 'x86_64-linux-gnu'}"]
+        + ["-c", str(HERE / "probe.bpf.c"), "-o", str(obj)],
+        [clang, "-O2", "-Wall", "-Werror", str(HERE / "probe_loader.c"), "-o", str(loader)]
+        + ["-lbpf"],
+    ]
+    for argv in commands:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            pytest.fail(f"{' '.join(argv)} failed:\n{proc.stderr}")
+    return obj, loader
