@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from profiler.hooks import KINDS
+from profiler.hooks import BY_NAME, KINDS
 
 TRANSPORTS = ("udp", "udp-mmsg", "packet-v2", "packet-v3", "tcp", "rds")
 
@@ -53,6 +53,16 @@ def _kinds(text: str) -> tuple[str, ...]:
     return kinds
 
 
+def _boundaries(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown hook point {unknown[0]!r} (known: {','.join(BY_NAME)})"
+        )
+    return names
+
+
 def _port_range(text: str) -> tuple[int, int]:
     port = _int_range(1, 65535, "port")
     lo, _, hi = text.partition("-")
@@ -71,6 +81,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         type=_kinds,
         default=KINDS,
         help=f"hook kinds allowed, in preference order (default {','.join(KINDS)})",
+    )
+    p.add_argument(
+        "--skip",
+        type=_boundaries,
+        default=(),
+        help="hook points to leave unhooked, e.g. dev_rx (their stages go unobserved)",
     )
     p.add_argument("--no-live", action="store_true", help="print only the final table")
 

@@ -80,6 +80,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         client_cpu=args.client_cpu,
         port=args.port,
         kinds=args.hooks,
+        skip=args.skip,
     )
     with _live(args.no_live) as view:
         run = session.trace(opts, view.update)
@@ -106,6 +107,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
         netns=netns,
         cgroup_id=cgroup_id,
         kinds=args.hooks,
+        skip=args.skip,
     )
     with _live(args.no_live) as view:
         run = session.attach(opts, view.update)

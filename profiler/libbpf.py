@@ -100,7 +100,9 @@ _log = _Log()
 def _check_ptr(ptr: int | None, what: str) -> int:
     if not ptr or _lib.libbpf_get_error(ptr):
         err = -_lib.libbpf_get_error(ptr) if ptr else ctypes.get_errno()
-        raise BPFError(err or errno.EINVAL, f"{what}: {os.strerror(err or errno.EINVAL)}", _log.take())
+        raise BPFError(
+            err or errno.EINVAL, f"{what}: {os.strerror(err or errno.EINVAL)}", _log.take()
+        )
     return ptr
 
 
@@ -216,8 +218,7 @@ class Map:
         if size < ctypes.sizeof(ctype):
             raise BPFError(errno.EINVAL, f"{self.name} is smaller than {ctype.__name__}")
         length = -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
-        self._mmap = mmap.mmap(self.fd, length, mmap.MAP_SHARED,
-                               mmap.PROT_READ | mmap.PROT_WRITE)
+        self._mmap = mmap.mmap(self.fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         return ctype.from_buffer(self._mmap)
 
     def lookup(self, key: ctypes._SimpleCData | ctypes.Structure, value: ctypes.Structure) -> bool:
@@ -255,8 +256,11 @@ class BPFObject:
         return progs
 
     def program(self, name: str) -> Program:
-        return Program(_check_ptr(_lib.bpf_object__find_program_by_name(self._ptr, name.encode()),
-                                  f"program {name}"))
+        return Program(
+            _check_ptr(
+                _lib.bpf_object__find_program_by_name(self._ptr, name.encode()), f"program {name}"
+            )
+        )
 
     def map(self, name: str) -> Map:
         ptr = _lib.bpf_object__find_map_by_name(self._ptr, name.encode())

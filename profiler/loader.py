@@ -60,12 +60,19 @@ class HookChoice:
         return [b.name for b in BOUNDARIES if b.required and self.chosen.get(b.name) is None]
 
 
-def choose_hooks(kinds: tuple[str, ...] = KINDS, path: Path = OBJECT) -> HookChoice:
-    """Try each boundary's candidates of the allowed kinds, in catalogue order."""
+def choose_hooks(
+    kinds: tuple[str, ...] = KINDS, path: Path = OBJECT, skip: tuple[str, ...] = ()
+) -> HookChoice:
+    """Try each boundary's candidates of the allowed kinds, in catalogue order;
+    boundaries in skip are left unhooked."""
     if "tracepoint" in kinds:
         ensure_tracefs()
     choice = HookChoice()
     for boundary in BOUNDARIES:
+        if boundary.name in skip:
+            choice.chosen[boundary.name] = None
+            choice.refused[boundary.name] = ["skipped on request"]
+            continue
         choice.chosen[boundary.name] = _first_working(boundary, kinds, path, choice)
     return choice
 

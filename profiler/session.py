@@ -40,11 +40,12 @@ class TraceOptions:
     client_cpu: int | None = None
     port: int = 7000
     kinds: tuple[str, ...] = KINDS
+    skip: tuple[str, ...] = ()
 
 
-def hooks_or_fail(kinds: tuple[str, ...]) -> HookChoice:
+def hooks_or_fail(kinds: tuple[str, ...], skip: tuple[str, ...] = ()) -> HookChoice:
     """Choose hooks; refuse to run without the boundaries every stage needs."""
-    choice = choose_hooks(kinds)
+    choice = choose_hooks(kinds, skip=skip)
     missing = choice.missing_required()
     if missing:
         raise SessionError(
@@ -93,7 +94,7 @@ def trace(opts: TraceOptions, on_update: Update) -> Run:
     from servers.topology import Topology
     from servers.workload import Workload
 
-    choice = hooks_or_fail(opts.kinds)
+    choice = hooks_or_fail(opts.kinds, opts.skip)
     run = Run(
         meta={
             **base_meta(choice),
@@ -160,11 +161,12 @@ class AttachOptions:
     netns: list[int] | None = None
     cgroup_id: int | None = None
     kinds: tuple[str, ...] = KINDS
+    skip: tuple[str, ...] = ()
 
 
 def attach(opts: AttachOptions, on_update: Update) -> Run:
     """Trace datagrams to/from the port range that the filtered senders send."""
-    choice = hooks_or_fail(opts.kinds)
+    choice = hooks_or_fail(opts.kinds, opts.skip)
     run = Run(
         meta={
             **base_meta(choice),

@@ -27,6 +27,7 @@ from pyroute2 import IPRoute, netns
 MTU_MIN = 68
 MTU_MAX = 65535
 NETNS_DIR = Path("/run/netns")
+OWNERS_DIR = Path("/run/stackprof")
 PREFIX = "sp"
 _NS_RE = re.compile(rf"^{PREFIX}(\d+)-(cli|srv)$")
 _VETH_RE = re.compile(rf"^{PREFIX}(\d+)[cs]$")
@@ -107,6 +108,7 @@ def _kill_processes_in(name: str) -> None:
 
 def _remove_netns(name: str) -> bool:
     """Kill its processes and remove namespace name; False if it was not there."""
+    _owner_file(name).unlink(missing_ok=True)
     if not (NETNS_DIR / name).exists():
         return False
     _kill_processes_in(name)
@@ -134,26 +136,33 @@ def _start_time(pid: int) -> float | None:
     return _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _owner_alive(pid: int, created: float) -> bool:
-    """Whether pid runs and is the process that created something at created.
+def _owner_file(name: str) -> Path:
+    return OWNERS_DIR / f"{name}.owner"
 
-    A pid started after the object was created is a reuse, not the owner.
-    """
+
+def _record_owner(name: str) -> None:
+    """Note this process's start time beside a namespace, to tell pid reuse apart."""
+    OWNERS_DIR.mkdir(parents=True, exist_ok=True)
+    _owner_file(name).write_text(str(_start_time(os.getpid())))
+
+
+def _owner_alive(name: str, pid: int) -> bool:
+    """Whether the process that made namespace name still runs (same pid, same start)."""
     started = _start_time(pid)
-    return started is not None and started <= created + _CLOCK_SLACK_S
+    if started is None:
+        return False
+    try:
+        recorded = float(_owner_file(name).read_text())
+    except (OSError, ValueError):
+        return True
+    return abs(started - recorded) < _CLOCK_SLACK_S
 
 
 def _stale_namespaces() -> list[str]:
     stale = []
     for name in sorted(netns.listnetns()):
         match = _NS_RE.match(name)
-        if not match:
-            continue
-        try:
-            created = os.stat(NETNS_DIR / name).st_mtime
-        except FileNotFoundError:
-            continue
-        if not _owner_alive(int(match[1]), created):
+        if match and not _owner_alive(name, int(match[1])):
             stale.append(name)
     return stale
 
@@ -225,6 +234,7 @@ class Topology:
     def _create(self) -> None:
         for name in (self.client_ns, self.server_ns):
             self._created.append(name)
+            _record_owner(name)
             netns.create(name)
             run_in_netns(name, _disable_ipv6)
         with IPRoute(netns=self.client_ns) as ipr:
