@@ -13,6 +13,8 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
+import numpy as np
+
 ETH_P_IP = 0x0800
 ETH_HLEN = 14
 IPV4_HLEN = 20
@@ -23,6 +25,7 @@ DEFAULT_TTL = 64
 IP_FLAG_DF = 0x4000
 IP_FLAG_MF = 0x2000
 IP_OFFSET_MASK = 0x1FFF
+_NUMPY_MIN = 128
 
 _ETH = struct.Struct("!6s6sH")
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
@@ -36,17 +39,27 @@ class FrameError(ValueError):
 def ones_complement_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     """RFC 1071 16-bit one's-complement sum, folded to 16 bits (0 only for all-zero input).
 
-    The big-endian integer of the data is congruent to the sum of its 16-bit words
-    modulo 0xFFFF (2**16 == 1 mod 0xFFFF), so one bignum reduction does the whole sum
-    in C instead of a Python loop over words.
+    Short data (headers) goes through one big-endian integer; long data (payloads)
+    through numpy, summing 32-bit words (RFC 1071's deferred carries) in C.
     """
-    if len(data) % 2:
-        data = bytes(data) + b"\x00"
-    value = int.from_bytes(data, "big") + initial
-    if value == 0:
-        return 0
-    folded = value % 0xFFFF
-    return folded if folded else 0xFFFF
+    if len(data) < _NUMPY_MIN:
+        if len(data) % 2:
+            data = bytes(data) + b"\x00"
+        value = int.from_bytes(data, "big") + initial
+        if value == 0:
+            return 0
+        folded = value % 0xFFFF
+        return folded if folded else 0xFFFF
+    pad = -len(data) % 4
+    words = np.frombuffer(bytes(data) + b"\x00" * pad if pad else data, dtype=">u4")
+    return _fold(int(words.sum(dtype=np.uint64)) + initial)
+
+
+def _fold(value: int) -> int:
+    """End-around carry until 16 bits remain."""
+    while value >> 16:
+        value = (value & 0xFFFF) + (value >> 16)
+    return value
 
 
 def internet_checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
@@ -81,6 +94,30 @@ def ethernet_header(dst_mac: str | bytes, src_mac: str | bytes, ethertype: int =
     return _ETH.pack(mac_to_bytes(dst_mac), mac_to_bytes(src_mac), ethertype)
 
 
+class _HeaderMaker:
+    """IPv4 headers of one datagram's fragments.
+
+    The fixed fields are summed once; each fragment's checksum then only adds its
+    total length and flags/offset, which keeps fragmenting 8 KiB cheap in Python.
+    """
+
+    def __init__(self, src: bytes, dst: bytes, ident: int, protocol: int, ttl: int) -> None:
+        self.fields = (ident & 0xFFFF, ttl, protocol)
+        self.src, self.dst = src, dst
+        fixed = _IPV4.pack(0x45, 0, 0, ident & 0xFFFF, 0, ttl, protocol, 0, src, dst)
+        self.base = ones_complement_sum(fixed)
+
+    def header(self, payload_len: int, flags_offset: int) -> bytes:
+        total = IPV4_HLEN + payload_len
+        if total > 0xFFFF:
+            raise ValueError(f"IPv4 packet too long: {total}")
+        checksum = ~_fold(self.base + total + flags_offset) & 0xFFFF
+        ident, ttl, protocol = self.fields
+        return _IPV4.pack(
+            0x45, 0, total, ident, flags_offset, ttl, protocol, checksum, self.src, self.dst
+        )
+
+
 def ipv4_header(
     src: str | bytes,
     dst: str | bytes,
@@ -91,14 +128,8 @@ def ipv4_header(
     ttl: int = DEFAULT_TTL,
 ) -> bytes:
     """A 20-byte IPv4 header (no options) with its header checksum filled in."""
-    total = IPV4_HLEN + payload_len
-    if total > 0xFFFF:
-        raise ValueError(f"IPv4 packet too long: {total}")
-    src_b, dst_b = ip_to_bytes(src), ip_to_bytes(dst)
-    header = _IPV4.pack(
-        0x45, 0, total, ident & 0xFFFF, flags_offset, ttl, protocol, 0, src_b, dst_b
-    )
-    return header[:10] + struct.pack("!H", internet_checksum(header)) + header[12:]
+    maker = _HeaderMaker(ip_to_bytes(src), ip_to_bytes(dst), ident, protocol, ttl)
+    return maker.header(payload_len, flags_offset)
 
 
 def _pseudo_header_sum(src: bytes, dst: bytes, protocol: int, length: int) -> int:
@@ -161,15 +192,14 @@ def ipv4_packets(
     MF on all but the last and its own header checksum.
     """
     layout = fragment_layout(len(ip_payload), mtu)
+    maker = _HeaderMaker(ip_to_bytes(src), ip_to_bytes(dst), ident, protocol, ttl)
     if len(layout) == 1:
-        header = ipv4_header(src, dst, len(ip_payload), ident, IP_FLAG_DF, protocol, ttl)
-        return [header + ip_payload]
+        return [maker.header(len(ip_payload), IP_FLAG_DF) + ip_payload]
     packets = []
     last = len(layout) - 1
     for index, (offset, length) in enumerate(layout):
         flags = (offset >> 3) | (IP_FLAG_MF if index < last else 0)
-        header = ipv4_header(src, dst, length, ident, flags, protocol, ttl)
-        packets.append(header + ip_payload[offset : offset + length])
+        packets.append(maker.header(length, flags) + ip_payload[offset : offset + length])
     return packets
 
 

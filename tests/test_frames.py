@@ -51,7 +51,7 @@ def test_ipv4_header_checksum_known_value() -> None:
 
 def test_checksum_matches_independent_computation() -> None:
     rng = random.Random(7)
-    for length in [0, 1, 2, 3, 20, 1479, 1480, 8200, 9000]:
+    for length in [0, 1, 2, 3, 20, 127, 128, 129, 130, 1479, 1480, 8200, 9000]:
         for _ in range(5):
             data = rng.randbytes(length)
             assert frames.internet_checksum(data) == slow_checksum(data), length

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import socket
@@ -270,4 +269,3 @@ def test_guard_socket_blocks_port_unreachable(topo: Topology) -> None:
             guard.setblocking(False)
             with pytest.raises(BlockingIOError):
                 guard.recv(100)
-    assert errno.EAGAIN
