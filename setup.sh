@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool iproute2 tmux python3-venv make)
+APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool iproute2 tmux python3-venv make gcc)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

@@ -1,0 +1,62 @@
+"""The kernel files a datagram under the key profiler.keys computes (real BPF, real veth)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from profiler import abi
+from profiler.keys import flight_key, key_tuple, parse_ipv4_udp
+from profiler.loader import Tracer, choose_hooks, make_config
+from servers.topology import Topology
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: BPF and network namespaces"),
+]
+
+PORT = 9999
+CAPTURE = """
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+s.settimeout(3)
+print("ready", flush=True)
+seen = 0
+while seen < 2:
+    pkt = s.recv(65535)
+    if pkt[9] == 17 and pkt[6:8] in (b"\\x20\\x00", b"\\x40\\x00"):
+        print(pkt[:28].hex(), flush=True)
+        seen += 1
+"""
+SEND = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(b"f" * 4000, (sys.argv[1], int(sys.argv[2])))
+s.sendto(b"w" * 100, (sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def in_netns(ns: str, script: str, *args: str) -> subprocess.Popen[str]:
+    cmd = ["ip", "netns", "exec", ns, sys.executable, "-c", script, *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+
+
+def test_kernel_and_python_key_datagrams_alike() -> None:
+    with Topology(1500) as topo:
+        config = make_config(PORT, PORT, netns=list(topo.netns_inodes()))
+        with Tracer(config, choose_hooks()) as tracer:
+            capture = in_netns(topo.server_ns, CAPTURE)
+            assert capture.stdout and capture.stdout.readline().strip() == "ready"
+            in_netns(topo.client_ns, SEND, topo.server_ip, str(PORT)).wait(timeout=10)
+            out, _ = capture.communicate(timeout=10)
+            time.sleep(0.1)
+            assert tracer.obj is not None
+            in_kernel = {key_tuple(k) for k in tracer.obj.map("flights").keys(abi.FlightKey)}
+    headers = [parse_ipv4_udp(bytes.fromhex(line)) for line in out.split()]
+    assert sorted(h.fragmented for h in headers) == [False, True]
+    expected = {key_tuple(flight_key(h)) for h in headers}
+    assert expected <= in_kernel
