@@ -23,7 +23,7 @@ from profiler.hooks import STAGE_HELP, STAGE_SPANS
 from profiler.run import Run
 
 DASH = "—"
-BAR_WIDTH = 16
+BAR_WIDTH = 12
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 PERCENTILES = (
     ("p50", "p50_us"),
@@ -134,11 +134,11 @@ def stage_table(run: Run, path: str, info: Mapping[str, Any], describe: bool = F
     table = Table(title=f"{path} path (µs)", box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("stage")
     if describe:
-        table.add_column("span", style="dim")
+        table.add_column("span", style="dim", max_width=48)
     table.add_column("count", justify="right")
     for label, _ in PERCENTILES:
         table.add_column(label, justify="right")
-    table.add_column("share of Σ stage p50")
+    table.add_column("share of Σ p50", no_wrap=True, min_width=BAR_WIDTH + 5)
     summaries = path_summaries(run, path, info)
     shares = stage_shares(summaries)
     for stage in STAGES:
