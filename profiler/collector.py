@@ -25,20 +25,27 @@ def copy_stats(tracer: Tracer) -> Any:
     return snapshot
 
 
-def stuck_flights(tracer: Tracer, older_than_ns: int = INCOMPLETE_AGE_NS) -> dict[str, int]:
-    """Per path, fragmented datagrams whose first fragment arrived but which never
-    completed reassembly (still in the flight map after older_than_ns)."""
+def flights_left(
+    tracer: Tracer, older_than_ns: int = INCOMPLETE_AGE_NS
+) -> dict[str, dict[str, int]]:
+    """Per path, datagrams still in the flight map: ``incomplete`` (first fragment
+    arrived, reassembly never completed, older than older_than_ns), ``undelivered``
+    (complete but never read) and ``in_flight`` (all of them)."""
     assert tracer.obj is not None
     flights = tracer.obj.map("flights")
     now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-    stuck = dict.fromkeys(abi.PATHS, 0)
+    left = {p: {"incomplete": 0, "undelivered": 0, "in_flight": 0} for p in abi.PATHS}
     value = abi.Flight()
     for key in flights.keys(abi.FlightKey):
-        if not flights.lookup(key, value) or not key.fragmented:
+        if not flights.lookup(key, value) or value.path >= len(abi.PATHS):
             continue
-        if value.t_stack and not value.t_last and now - value.t_stack > older_than_ns:
-            stuck[abi.PATHS[value.path]] += 1
-    return stuck
+        row = left[abi.PATHS[value.path]]
+        row["in_flight"] += 1
+        if value.t_last:
+            row["undelivered"] += 1
+        elif key.fragmented and value.t_stack and now - value.t_stack >= older_than_ns:
+            row["incomplete"] += 1
+    return left
 
 
 def fill_run(run: Run, stats: Any, recursion_misses: int = 0) -> Run:
@@ -59,6 +66,17 @@ def fill_run(run: Run, stats: Any, recursion_misses: int = 0) -> Run:
     return run
 
 
-def collect(tracer: Tracer, run: Run) -> Run:
-    """Refresh run from the live kernel state."""
-    return fill_run(run, copy_stats(tracer), tracer.recursion_misses())
+def collect(tracer: Tracer, run: Run, older_than_ns: int = INCOMPLETE_AGE_NS) -> Run:
+    """Refresh run from the live kernel state, flights left in the map included.
+
+    Flights neither delivered nor still in the map were evicted from the
+    bounded LRU map (or dropped on a pairing mismatch): counted as ``flights_lost``."""
+    fill_run(run, copy_stats(tracer), tracer.recursion_misses())
+    evicted = 0
+    for path, left in flights_left(tracer, older_than_ns).items():
+        row = run.datagrams[path]
+        row["incomplete"] = left["incomplete"]
+        row["undelivered"] = left["undelivered"]
+        evicted += max(0, row["kernel_sent"] - row["kernel_delivered"] - left["in_flight"])
+    run.missed["flights_lost"] = evicted
+    return run

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from profiler.collector import collect, stuck_flights
+from profiler.collector import collect
 from profiler.hooks import KINDS, STAGE_HELP
 from profiler.loader import HookChoice, Tracer, choose_hooks, make_config
 from profiler.run import Run
@@ -83,10 +83,7 @@ def watch(
 
 def finish(tracer: Tracer, run: Run) -> Run:
     """Last collection: counters, and fragmented datagrams that never completed."""
-    collect(tracer, run)
-    for path, stuck in stuck_flights(tracer, older_than_ns=0).items():
-        run.datagrams.setdefault(path, {})["incomplete"] = stuck
-    return run
+    return collect(tracer, run, older_than_ns=0)
 
 
 def trace(opts: TraceOptions, on_update: Update) -> Run:
