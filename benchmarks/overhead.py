@@ -1,0 +1,518 @@
+"""What stackprof costs the traffic it watches, against no tracing and against empty programs.
+
+Usage (root): ``.venv/bin/python benchmarks/overhead.py [--rounds 3] [--seconds 3] [--json FILE]``
+
+One Topology at MTU 1500. Each round runs the three configurations one after
+the other (none, empty programs on the same hooks, stackprof), the order
+rotated every round so that no configuration always runs first or last while
+the machine drifts. Under each: a blast run (8192-byte datagrams, fire and
+forget: throughput) and a closed-loop run (512-byte requests, 8192-byte
+responses: latency). Then, with ``kernel.bpf_stats_enabled=1`` for just that
+long, one blast run under stackprof and one under the empty programs give the
+mean ns per hook event from the kernel's own per-program counters.
+
+See benchmarks/README.md for how to read the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from profiler import abi  # noqa: E402
+from profiler.libbpf import BPFObject, Program  # noqa: E402
+from profiler.loader import OBJECT, HookChoice, Tracer, choose_hooks, make_config  # noqa: E402
+from servers.topology import NETNS_DIR, PREFIX, Topology  # noqa: E402
+from servers.workload import Workload, WorkloadResult  # noqa: E402
+
+EMPTY_OBJECT = REPO / "bpf" / ".output" / "empty.bpf.o"
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+CONFIGS = ("none", "empty", "stackprof")
+MTU = 1500
+PORT = 7000
+DATAGRAM = 8192
+BLAST_CLIENTS = 2
+PINGPONG_CLIENTS = 8
+PINGPONG_REQUEST = 512
+PINGPONG_RESPONSE = 8192
+# Blast: over veth the whole receive path up to the socket enqueue runs inside
+# the sender's sendto, so the senders' CPU carries nearly every hook and is
+# the bottleneck; the sink gets the other CPU to itself so it keeps up.
+BLAST_SINK_CPU = 0
+BLAST_CLIENT_CPU = 1
+# Closed loop: server and clients share one CPU, so a round trip is the
+# stack's work, not the ~28 us cross-CPU wake-up that would hide it.
+PINGPONG_SERVER_CPU = 1
+PINGPONG_CLIENT_CPU = 1
+WAIT_SLACK_S = 15.0
+_NS = re.compile(rf"^{PREFIX}\d+-(cli|srv)$")
+
+# Targets from the issue.
+MAX_LOSS_VS_EMPTY = 1.3
+MAX_NS_PER_EVENT = 50.0
+MAX_P50_RATIO = 1.02
+
+
+class Stop(Exception):
+    """SIGTERM: unwind through every context manager, as Ctrl-C does."""
+
+
+@dataclass
+class RunFigures:
+    """One configuration in one round."""
+
+    round: int
+    config: str
+    datagrams_per_s: float
+    blast_sent_per_s: float
+    p50_us: float
+    p99_us: float
+    pingpong_per_s: float
+    timeouts: int
+
+
+@dataclass
+class ProgramCost:
+    """One program's share of a blast run under bpf stats."""
+
+    name: str
+    events: int
+    run_time_ns: int
+    recursion_misses: int
+
+    @property
+    def mean_ns(self) -> float:
+        return self.run_time_ns / self.events if self.events else 0.0
+
+
+@dataclass
+class EventCost:
+    """Per-program and overall cost of a configuration's programs over one blast run."""
+
+    config: str
+    datagrams: int
+    programs: list[ProgramCost] = field(default_factory=list)
+    traced: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def events(self) -> int:
+        return sum(p.events for p in self.programs)
+
+    @property
+    def run_time_ns(self) -> int:
+        return sum(p.run_time_ns for p in self.programs)
+
+    @property
+    def mean_ns(self) -> float:
+        return self.run_time_ns / self.events if self.events else 0.0
+
+
+@dataclass
+class Attached:
+    """The programs a configuration runs (none for ``none``) and the tracer, if any."""
+
+    programs: list[Program]
+    tracer: Tracer | None = None
+
+
+def chosen_programs(choice: HookChoice) -> set[str]:
+    return {p for c in choice.chosen.values() if c for p in c.programs}
+
+
+def check_empty_object(names: set[str]) -> None:
+    """Refuse to measure a floor on other hooks than stackprof's (empty.bpf.c out of step)."""
+    with BPFObject(OBJECT) as real, BPFObject(EMPTY_OBJECT) as empty:
+        want = {p.name: p.section for p in real.programs() if p.name in names}
+        have = {p.name: p.section for p in empty.programs()}
+    wrong = sorted(n for n, sec in want.items() if have.get(n) != sec)
+    if wrong:
+        raise SystemExit(f"bpf/empty.bpf.c lacks or mis-sections: {', '.join(wrong)}")
+
+
+@contextlib.contextmanager
+def attached(config: str, topo: Topology, choice: HookChoice) -> Iterator[Attached]:
+    """Load and attach a configuration's programs for the duration of the block."""
+    names = chosen_programs(choice)
+    if config == "none":
+        yield Attached([])
+    elif config == "empty":
+        with BPFObject(EMPTY_OBJECT) as obj:
+            obj.autoload_only(names)
+            obj.load()
+            for name in sorted(names):
+                obj.attach(name)
+            yield Attached([p for p in obj.programs() if p.name in names])
+    else:
+        cfg = make_config(PORT, PORT, netns=list(topo.netns_inodes()))
+        with Tracer(cfg, choice) as tracer:
+            assert tracer.obj
+            yield Attached([p for p in tracer.obj.programs() if p.name in names], tracer)
+
+
+def blast(topo: Topology, seconds: float) -> WorkloadResult:
+    with Workload(
+        topo,
+        clients=BLAST_CLIENTS,
+        request_size=DATAGRAM,
+        response_size=DATAGRAM,
+        duration=seconds,
+        server_cpu=BLAST_SINK_CPU,
+        client_cpu=BLAST_CLIENT_CPU,
+        port=PORT,
+        mode="blast",
+    ) as load:
+        return load.wait(seconds + WAIT_SLACK_S)
+
+
+def pingpong(topo: Topology, seconds: float) -> WorkloadResult:
+    with Workload(
+        topo,
+        clients=PINGPONG_CLIENTS,
+        request_size=PINGPONG_REQUEST,
+        response_size=PINGPONG_RESPONSE,
+        duration=seconds,
+        server_cpu=PINGPONG_SERVER_CPU,
+        client_cpu=PINGPONG_CLIENT_CPU,
+        port=PORT,
+        mode="pingpong",
+    ) as load:
+        return load.wait(seconds + WAIT_SLACK_S)
+
+
+def measure(
+    rnd: int, config: str, topo: Topology, choice: HookChoice, seconds: float
+) -> RunFigures:
+    with attached(config, topo, choice):
+        thr = blast(topo, seconds)
+        lat = pingpong(topo, seconds)
+    return RunFigures(
+        round=rnd,
+        config=config,
+        datagrams_per_s=thr.server_datagrams_per_s,
+        blast_sent_per_s=thr.sent / thr.duration_s if thr.duration_s else 0.0,
+        p50_us=lat.rtt.get_value_at_percentile(50) / 1e3,
+        p99_us=lat.rtt.get_value_at_percentile(99) / 1e3,
+        pingpong_per_s=lat.received / lat.duration_s if lat.duration_s else 0.0,
+        timeouts=lat.timeouts,
+    )
+
+
+@contextlib.contextmanager
+def bpf_stats() -> Iterator[None]:
+    """kernel.bpf_stats_enabled=1 for the block only (it costs ~8% throughput), then restored."""
+    previous = BPF_STATS.read_text().strip()
+    BPF_STATS.write_text("1")
+    try:
+        yield
+    finally:
+        BPF_STATS.write_text(previous)
+
+
+def _path_counters(tracer: Tracer) -> dict[str, int]:
+    """stackprof's own request-path counters: proof that it traced, not just filtered."""
+    assert tracer.stats is not None
+    row = tracer.stats.path_counters[abi.PATHS.index("request")]
+    return {name: int(row[i]) for i, name in enumerate(abi.PATH_COUNTERS)}
+
+
+def event_cost(config: str, topo: Topology, choice: HookChoice, seconds: float) -> EventCost:
+    """Per-program run_cnt/run_time_ns deltas over one blast run."""
+    with attached(config, topo, choice) as att:
+        before = {p.name: p.info() for p in att.programs}
+        result = blast(topo, seconds)
+        after = {p.name: p.info() for p in att.programs}
+        traced = _path_counters(att.tracer) if att.tracer else {}
+    cost = EventCost(config, int(result.server.get("datagrams", 0)), traced=traced)
+    for name in sorted(after):
+        a, b = after[name], before[name]
+        cost.programs.append(
+            ProgramCost(
+                name,
+                a.run_cnt - b.run_cnt,
+                a.run_time_ns - b.run_time_ns,
+                a.recursion_misses - b.recursion_misses,
+            )
+        )
+    return cost
+
+
+def foreign_tracing_programs() -> list[str]:
+    """Tracing programs someone else has loaded: they run on our traffic too and skew the base."""
+    try:
+        out = subprocess.run(
+            ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, timeout=10
+        ).stdout
+        progs = json.loads(out or "[]")
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return []
+    kinds = {"tracing", "raw_tracepoint", "tracepoint", "kprobe"}
+    return [f"{p['id']}:{p.get('name', '?')}" for p in progs if p.get("type") in kinds]
+
+
+def foreign_workloads() -> list[str]:
+    """Other runs' namespaces (``sp<pid>-cli``): their load shares our two CPUs."""
+    own = f"{PREFIX}{os.getpid()}-"
+    with contextlib.suppress(FileNotFoundError):
+        return sorted(n for n in os.listdir(NETNS_DIR) if _NS.match(n) and not n.startswith(own))
+    return []
+
+
+def disturbances() -> list[str]:
+    """What else is running that skews the figures (empty when the machine is ours)."""
+    found = [f"tracing program {p}" for p in foreign_tracing_programs()]
+    return found + [f"namespace {n}" for n in foreign_workloads()]
+
+
+def wait_quiet(limit_s: float) -> list[str]:
+    """Wait (at most limit_s) until nobody else traces or runs a workload; what remains."""
+    deadline = time.monotonic() + limit_s
+    found = disturbances()
+    while found and time.monotonic() < deadline:
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+        found = disturbances()
+    return found
+
+
+def rotated(rnd: int) -> list[str]:
+    """This round's order: the three configurations, rotated by the round number."""
+    k = rnd % len(CONFIGS)
+    return list(CONFIGS[k:] + CONFIGS[:k])
+
+
+def _median(runs: list[RunFigures], config: str, attr: str) -> float:
+    return statistics.median(getattr(r, attr) for r in runs if r.config == config)
+
+
+def _spread(runs: list[RunFigures], config: str, attr: str) -> tuple[float, float]:
+    values = [getattr(r, attr) for r in runs if r.config == config]
+    return min(values), max(values)
+
+
+def paired_loss(runs: list[RunFigures], config: str) -> float:
+    """Median over rounds of the loss against the same round's ``none``: less drift-prone."""
+    by_round = {(r.round, r.config): r.datagrams_per_s for r in runs}
+    rounds = sorted({r.round for r in runs})
+    return statistics.median(
+        100.0 * (1 - by_round[n, config] / by_round[n, "none"]) for n in rounds
+    )
+
+
+def summarise(runs: list[RunFigures]) -> dict[str, Any]:
+    """Medians over rounds per configuration, and the ratios against no tracing."""
+    med = {
+        c: {a: _median(runs, c, a) for a in ("datagrams_per_s", "p50_us", "p99_us")}
+        for c in CONFIGS
+    }
+    base = med["none"]
+    loss = {c: 100.0 * (1 - med[c]["datagrams_per_s"] / base["datagrams_per_s"]) for c in CONFIGS}
+    return {
+        "median": med,
+        "spread_datagrams_per_s": {c: _spread(runs, c, "datagrams_per_s") for c in CONFIGS},
+        "throughput_loss_pct": {c: loss[c] for c in ("empty", "stackprof")},
+        "paired_loss_pct": {c: paired_loss(runs, c) for c in ("empty", "stackprof")},
+        "loss_vs_empty": loss["stackprof"] / loss["empty"] if loss["empty"] > 0 else None,
+        "p50_ratio": {c: med[c]["p50_us"] / base["p50_us"] for c in ("empty", "stackprof")},
+        "p99_ratio": {c: med[c]["p99_us"] / base["p99_us"] for c in ("empty", "stackprof")},
+    }
+
+
+def verdicts(summary: dict[str, Any], cost: EventCost) -> dict[str, bool | None]:
+    ratio = summary["loss_vs_empty"]
+    return {
+        f"throughput loss <= {MAX_LOSS_VS_EMPTY} x empty": None
+        if ratio is None
+        else ratio <= MAX_LOSS_VS_EMPTY,
+        f"mean ns/event <= {MAX_NS_PER_EVENT:.0f}": cost.mean_ns <= MAX_NS_PER_EVENT,
+        f"closed-loop p50 <= {MAX_P50_RATIO}x": summary["p50_ratio"]["stackprof"] <= MAX_P50_RATIO,
+    }
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a (empty lost nothing: noise)" if ok is None else ("PASS" if ok else "MISS")
+
+
+def print_round(fig: RunFigures) -> None:
+    print(
+        f"  round {fig.round} {fig.config:<9} blast {fig.datagrams_per_s / 1e3:7.1f}K dgram/s "
+        f"(sent {fig.blast_sent_per_s / 1e3:6.1f}K/s)   closed loop p50 {fig.p50_us:7.1f} us "
+        f"p99 {fig.p99_us:8.1f} us  ({fig.pingpong_per_s / 1e3:.1f}K rt/s, "
+        f"{fig.timeouts} timeouts)",
+        flush=True,
+    )
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    med, spread = summary["median"], summary["spread_datagrams_per_s"]
+    print("\nMedians over rounds")
+    print(
+        f"  {'config':<10}{'dgram/s':>10}{'min..max':>20}{'loss':>8}"
+        f"{'p50 us':>10}{'p99 us':>10}{'p50 x':>8}{'p99 x':>8}"
+    )
+    for c in CONFIGS:
+        lo, hi = spread[c]
+        loss = summary["throughput_loss_pct"].get(c)
+        p50r, p99r = summary["p50_ratio"].get(c, 1.0), summary["p99_ratio"].get(c, 1.0)
+        print(
+            f"  {c:<10}{med[c]['datagrams_per_s'] / 1e3:9.1f}K"
+            f"{f'{lo / 1e3:.1f}K..{hi / 1e3:.1f}K':>20}"
+            f"{'' if loss is None else f'{loss:+.1f}%':>8}"
+            f"{med[c]['p50_us']:10.1f}{med[c]['p99_us']:10.1f}{p50r:8.3f}{p99r:8.3f}"
+        )
+    paired = summary["paired_loss_pct"]
+    print(
+        f"  loss against the same round's none, median: empty {paired['empty']:+.1f}%, "
+        f"stackprof {paired['stackprof']:+.1f}%"
+    )
+    ratio = summary["loss_vs_empty"]
+    print(
+        "  stackprof loss / empty loss: "
+        + ("n/a (empty lost nothing)" if ratio is None else f"{ratio:.2f}")
+    )
+
+
+def print_cost(cost: EventCost) -> None:
+    per_dgram = cost.events / cost.datagrams if cost.datagrams else 0.0
+    ns_dgram = cost.run_time_ns / cost.datagrams if cost.datagrams else 0.0
+    print(f"\nns per hook event, {cost.config} (one blast run, kernel bpf stats)")
+    print(f"  {'program':<28}{'events':>12}{'mean ns':>10}{'share':>8}{'recursion':>11}")
+    for p in sorted(cost.programs, key=lambda p: -p.run_time_ns):
+        share = 100.0 * p.run_time_ns / cost.run_time_ns if cost.run_time_ns else 0.0
+        print(f"  {p.name:<28}{p.events:>12}{p.mean_ns:10.1f}{share:7.1f}%{p.recursion_misses:>11}")
+    print(
+        f"  {'all':<28}{cost.events:>12}{cost.mean_ns:10.1f}   "
+        f"({per_dgram:.1f} events, {ns_dgram:.0f} ns per datagram received)"
+    )
+    if cost.traced:
+        print(f"  stackprof request-path counters: {cost.traced}")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    choice = choose_hooks()
+    missing = choice.missing_required()
+    if missing:
+        raise SystemExit(f"no working hook for {', '.join(missing)}")
+    check_empty_object(chosen_programs(choice))
+    foreign = wait_quiet(args.wait_quiet)
+    if foreign:
+        print(f"WARNING: not alone on this machine, figures are skewed: {foreign}")
+    print(f"hooks: {', '.join(c.label for c in choice.chosen.values() if c)}")
+    print(
+        f"blast: {BLAST_CLIENTS} clients x {DATAGRAM} B on CPU {BLAST_CLIENT_CPU}, sink on CPU "
+        f"{BLAST_SINK_CPU}; closed loop: {PINGPONG_CLIENTS} clients {PINGPONG_REQUEST}/"
+        f"{PINGPONG_RESPONSE} B, server and clients on CPU {PINGPONG_SERVER_CPU}; MTU {MTU}, "
+        f"{args.seconds} s per run",
+        flush=True,
+    )
+    runs: list[RunFigures] = []
+    with Topology(MTU) as topo:
+        for rnd in range(args.rounds):
+            for config in rotated(rnd):
+                fig = measure(rnd, config, topo, choice, args.seconds)
+                print_round(fig)
+                runs.append(fig)
+        with bpf_stats():
+            costs = [event_cost(c, topo, choice, args.seconds) for c in ("stackprof", "empty")]
+    summary = summarise(runs)
+    print_summary(summary)
+    for cost in costs:
+        print_cost(cost)
+    checks = verdicts(summary, costs[0])
+    print("\nTargets")
+    for name, ok in checks.items():
+        print(f"  {name:<36} {_verdict(ok)}")
+    foreign_after = disturbances()
+    if foreign_after:
+        print(f"WARNING: not alone at the end either: {foreign_after}")
+    return {
+        "kernel": platform.release(),
+        "started_at": args.started_at,
+        "params": {
+            "rounds": args.rounds,
+            "seconds": args.seconds,
+            "mtu": MTU,
+            "datagram": DATAGRAM,
+            "blast_clients": BLAST_CLIENTS,
+            "blast_sink_cpu": BLAST_SINK_CPU,
+            "blast_client_cpu": BLAST_CLIENT_CPU,
+            "pingpong_clients": PINGPONG_CLIENTS,
+            "pingpong_sizes": [PINGPONG_REQUEST, PINGPONG_RESPONSE],
+            "pingpong_server_cpu": PINGPONG_SERVER_CPU,
+            "pingpong_client_cpu": PINGPONG_CLIENT_CPU,
+        },
+        "hooks": choice.labels(),
+        "disturbances": {"start": foreign, "end": foreign_after},
+        "runs": [asdict(r) for r in runs],
+        "summary": summary,
+        "event_cost": [
+            {
+                "config": c.config,
+                "datagrams": c.datagrams,
+                "events": c.events,
+                "run_time_ns": c.run_time_ns,
+                "mean_ns": c.mean_ns,
+                "traced": c.traced,
+                "programs": [{**asdict(p), "mean_ns": p.mean_ns} for p in c.programs],
+            }
+            for c in costs
+        ],
+        "targets": checks,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three configurations")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each load run")
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="first wait up to S s for other tracers and workloads to finish",
+    )
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or not 0 < args.seconds <= 60:
+        parser.error("--rounds must be >= 1 and --seconds in (0, 60]")
+    return args
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("needs root (BPF, network namespaces, sysctl)", file=sys.stderr)
+        return 2
+    args.started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        doc = run(args)
+    except (KeyboardInterrupt, Stop):
+        print("interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
