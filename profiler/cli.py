@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write a saved run as .csv, .hlog (HDR log) or .json")
     e.add_argument("file", type=Path)
     e.add_argument("out", type=Path)
+    d = sub.add_parser("doctor", help="what this kernel can hook, proved by loading probes")
+    d.add_argument("--json", action="store_true", help="print a JSON document instead")
     return parser
 
 

@@ -147,12 +147,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from profiler import doctor
+
+    return doctor.run(as_json=args.json)
+
+
 COMMANDS = {
     "trace": cmd_trace,
     "attach": cmd_attach,
     "report": cmd_report,
     "compare": cmd_compare,
     "export": cmd_export,
+    "doctor": cmd_doctor,
 }
 
 

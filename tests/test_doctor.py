@@ -1,0 +1,198 @@
+"""`stackprof doctor` on this kernel (root: it loads and attaches BPF), and its pieces."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from profiler import doctor
+from profiler.hooks import BOUNDARIES, Candidate
+
+REPO = Path(__file__).resolve().parent.parent
+STACKPROF = REPO / ".venv" / "bin" / "stackprof"
+KPROBE_EVENTS = Path("/sys/kernel/tracing/kprobe_events")
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: BPF")
+
+
+def stackprof(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed CLI as a user would, output piped (not a tty)."""
+    return subprocess.run(
+        [str(STACKPROF), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def text_run() -> subprocess.CompletedProcess[str]:
+    return stackprof("doctor")
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict[str, Any]:
+    proc = stackprof("doctor", "--json")
+    assert proc.returncode == 0, proc.stderr
+    parsed: dict[str, Any] = json.loads(proc.stdout)
+    return parsed
+
+
+@pytest.mark.root
+@needs_root
+def test_exits_0_when_core_trace_can_run(
+    text_run: subprocess.CompletedProcess[str], doc: dict[str, Any]
+) -> None:
+    assert text_run.returncode == 0, text_run.stdout + text_run.stderr
+    assert doc["core_trace_ok"] is True
+    assert doc["missing_required"] == []
+    assert "the core trace can run here" in text_run.stdout
+
+
+@pytest.mark.root
+@needs_root
+def test_plain_text_when_piped(text_run: subprocess.CompletedProcess[str]) -> None:
+    """Readable in a log or a pipe: no escape sequences, lines not cut."""
+    assert "\x1b[" not in text_run.stdout
+    assert f"kernel {os.uname().release}" in text_run.stdout
+    assert "…" not in text_run.stdout
+
+
+@pytest.mark.root
+@needs_root
+def test_kprobes_missing_here(
+    text_run: subprocess.CompletedProcess[str], doc: dict[str, Any]
+) -> None:
+    """The doctor's proof agrees with tracefs: this kernel has no kprobe_events."""
+    assert not KPROBE_EVENTS.exists(), "this test describes a kernel built without kprobes"
+    assert doc["attach"]["kprobe"]["works"] is False
+    assert doc["attach"]["kretprobe"]["works"] is False
+    assert doc["checks"]["kprobes"]["status"] == "missing"
+    assert doc["checks"]["kprobes"]["fix"]
+    line = next(x for x in text_run.stdout.splitlines() if x.strip().startswith("kprobes"))
+    assert "missing" in line
+
+
+@pytest.mark.root
+@needs_root
+def test_fentry_missing_here(
+    text_run: subprocess.CompletedProcess[str], doc: dict[str, Any]
+) -> None:
+    assert doc["attach"]["fentry"]["works"] is False
+    assert doc["attach"]["fexit"]["works"] is False
+    assert doc["checks"]["fentry/fexit"]["status"] == "missing"
+    line = next(x for x in text_run.stdout.splitlines() if x.strip().startswith("fentry/fexit"))
+    assert "missing" in line
+
+
+@pytest.mark.root
+@needs_root
+def test_tracepoint_family_and_socket_kinds_work(doc: dict[str, Any]) -> None:
+    for kind in ("tp_btf", "raw_tp", "tracepoint", "socket_filter", "tc", "xdp"):
+        assert doc["attach"][kind]["works"] is True, doc["attach"][kind]
+    assert doc["attach"]["tp_btf"]["proof"] == "attach"
+    assert doc["attach"]["socket_filter"]["proof"] == "socket"
+
+
+@pytest.mark.root
+@needs_root
+def test_every_boundary_reported(doc: dict[str, Any]) -> None:
+    """Whatever the catalogue holds today, each hook point has an entry."""
+    assert list(doc["hooks"]) == [b.name for b in BOUNDARIES]
+    for b in BOUNDARIES:
+        entry = doc["hooks"][b.name]
+        assert entry["required"] == b.required
+        if b.required:
+            assert entry["hook"] is not None, entry
+        if entry["hook"] is None:
+            assert entry["refused"], f"{b.name}: no hook and no reason"
+        else:
+            assert entry["kind"] not in ("fentry", "kprobe"), entry
+
+
+@pytest.mark.root
+@needs_root
+def test_tp_btf_carries_the_btf_family(doc: dict[str, Any]) -> None:
+    """Where tp_btf is a candidate it is the one used (it attaches here)."""
+    for b in BOUNDARIES:
+        if any(c.kind == "tp_btf" for c in b.candidates):
+            assert doc["hooks"][b.name]["kind"] == "tp_btf", doc["hooks"][b.name]
+
+
+@pytest.mark.root
+@needs_root
+def test_unobserved_matches_missing_fine_hooks(doc: dict[str, Any]) -> None:
+    from profiler.hooks import unobserved_stages
+
+    chosen = {
+        name: Candidate(h["kind"], "", ()) if h["hook"] else None
+        for name, h in doc["hooks"].items()
+    }
+    assert doc["unobserved"] == unobserved_stages(chosen)
+
+
+@pytest.mark.root
+@needs_root
+def test_environment_checks(doc: dict[str, Any]) -> None:
+    checks = doc["checks"]
+    assert checks["btf"]["status"] == "ok"
+    assert checks["root"]["status"] == "ok"
+    assert checks["tracefs"]["status"] in ("ok", "info")
+    for name in ("rds", "packet_ring_v2", "packet_ring_v3", "nf_defrag", "bpffs", "bpf_stats"):
+        assert checks[name]["status"] in ("ok", "missing", "info"), checks[name]
+        if checks[name]["status"] == "missing":
+            assert checks[name]["fix"], checks[name]
+    assert checks["packet_ring_v2"]["status"] == "ok"
+    assert checks["packet_ring_v3"]["status"] == "ok"
+
+
+def test_bad_input_exits_2_one_line() -> None:
+    proc = stackprof("doctor", "--no-such-option")
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.root
+@needs_root
+def test_no_bpf_left_behind(doc: dict[str, Any]) -> None:
+    """Doctor's probes go with the process: no probe program stays loaded."""
+    proc = subprocess.run(
+        ["bpftool", "prog", "show"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "probe_" not in proc.stdout
+
+
+def _fake(missing: list[str]) -> doctor.Diagnosis:
+    return doctor.Diagnosis(
+        kernel="1.2.3-test",
+        root=True,
+        attach=[doctor.KindResult("kprobe", False, "attach", "no such file")],
+        hooks=[doctor.HookPoint("x", "what", True, None, None, ["kprobe:f: refused"], {"f": None})],
+        unobserved=["total"],
+        missing_required=missing,
+        checks=[doctor.Check("rds", "missing", "no RDS", "modprobe rds")],
+    )
+
+
+def test_render_says_what_to_do() -> None:
+    console = Console(width=200, force_terminal=False)
+    with console.capture() as cap:
+        console.print(doctor.render(_fake(["x"])))
+    out = cap.get()
+    assert "no: no such file" in out
+    assert "-> modprobe rds" in out
+    assert "f: not in kallsyms" in out
+    assert "cannot run: no working hook for x" in out
+
+
+def test_functions_of_candidates() -> None:
+    candidates = (
+        Candidate("fentry", "fexit/ip_defrag,fentry/udp_rcv", ("a", "b")),
+        Candidate("kprobe", "ip_defrag", ("c",)),
+        Candidate("tp_btf", "netif_rx", ("d",)),
+    )
+    assert doctor._functions(candidates) == ["ip_defrag", "udp_rcv"]
