@@ -1,4 +1,8 @@
-"""Closed-loop UDP clients modelled on a lock-manager workload, one OS process each.
+"""Closed-loop clients modelled on a lock-manager workload, one OS process each.
+
+``--transport udp`` (default): one connected UDP socket per client, a request
+is one datagram. ``--transport tcp``: one TCP connection per client,
+length-prefixed messages (see :mod:`servers.channels`); pingpong only.
 
 ``--mode pingpong`` (default): each client sends a request, blocks until the
 matching response arrives (or ``--timeout`` passes: counted as lost, and a new
@@ -15,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,9 +26,9 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from servers.channels import CLIENT_TRANSPORTS, Channel, DatagramChannel, connect_stream
 from servers.netns_exec import child_setup, die_with_parent
-from servers.payload import MAX_DATAGRAM, Verdict, build_request, check_size, verify_response
-from servers.udp_server import set_buffers
+from servers.payload import Verdict, build_request, check_size, verify_response
 
 HIGHEST_NS = 1 << 40
 SIG_FIGS = 3
@@ -58,29 +61,23 @@ class Config:
     timeout_ns: int
     deadline_ns: int
     mode: str
+    transport: str = "udp"
 
 
 @dataclass
 class _Client:
-    """A pingpong client's state: its socket, buffer and counters."""
+    """A pingpong client's state: its channel and counters."""
 
     cid: int
     cfg: Config
-    sock: socket.socket
-    buf: bytearray = field(default_factory=lambda: bytearray(MAX_DATAGRAM + 1))
+    channel: Channel
     result: ClientResult = field(default_factory=ClientResult)
 
 
 def _await(client: _Client, seq: int, until_ns: int) -> Verdict | None:
     """The verdict on the response to seq, or None if until_ns passed first."""
-    cfg = client.cfg
-    while (remaining := until_ns - time.monotonic_ns()) > 0:
-        client.sock.settimeout(remaining / 1e9)
-        try:
-            size = client.sock.recv_into(client.buf)
-        except TimeoutError:
-            return None
-        verdict = verify_response(memoryview(client.buf)[:size], client.cid, seq, cfg.response_size)
+    while (message := client.channel.receive(until_ns)) is not None:
+        verdict = verify_response(message, client.cid, seq, client.cfg.response_size)
         if verdict is not Verdict.STALE:
             return verdict
         client.result.late += 1
@@ -94,9 +91,10 @@ def _exchange(client: _Client, seq: int, hist: HdrHistogram) -> bool:
     start = time.monotonic_ns()
     if start >= cfg.deadline_ns:
         return False
-    client.sock.send(request)
+    until_ns = min(start + cfg.timeout_ns, cfg.deadline_ns)
+    client.channel.send(request, until_ns)
     result.sent += 1
-    verdict = _await(client, seq, min(start + cfg.timeout_ns, cfg.deadline_ns))
+    verdict = _await(client, seq, until_ns)
     if verdict is Verdict.OK:
         result.received += 1
         hist.record_value(max(1, min(time.monotonic_ns() - start, HIGHEST_NS)))
@@ -107,8 +105,8 @@ def _exchange(client: _Client, seq: int, hist: HdrHistogram) -> bool:
     return True
 
 
-def run_pingpong(cid: int, cfg: Config, sock: socket.socket) -> ClientResult:
-    client = _Client(cid, cfg, sock)
+def run_pingpong(cid: int, cfg: Config, channel: Channel) -> ClientResult:
+    client = _Client(cid, cfg, channel)
     hist = new_histogram()
     seq = 0
     while True:
@@ -119,17 +117,20 @@ def run_pingpong(cid: int, cfg: Config, sock: socket.socket) -> ClientResult:
         except ConnectionRefusedError:
             client.result.errors += 1  # no server (ICMP port unreachable): do not spin
             time.sleep(0.01)
+        except (EOFError, ConnectionError, TimeoutError):
+            client.result.errors += 1  # the TCP connection is gone or out of step
+            break
     client.result.rtt_hdr = hist.encode().decode("ascii")
     return client.result
 
 
-def run_blast(cid: int, cfg: Config, sock: socket.socket) -> ClientResult:
+def run_blast(cid: int, cfg: Config, channel: Channel) -> ClientResult:
     result = ClientResult(rtt_hdr=new_histogram().encode().decode("ascii"))
     request = build_request(cid, 0, cfg.request_size)
     while time.monotonic_ns() < cfg.deadline_ns:
         for _ in range(_BLAST_BATCH):
             try:
-                sock.send(request)
+                channel.sock.send(request)
                 result.sent += 1
             except OSError:
                 result.errors += 1
@@ -138,11 +139,19 @@ def run_blast(cid: int, cfg: Config, sock: socket.socket) -> ClientResult:
 
 def run_client(cid: int, cfg: Config) -> ClientResult:
     """One client's whole life, in its own process."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        set_buffers(sock)
-        sock.connect((cfg.server, cfg.port))
+    channel: Channel | None
+    errors = 0
+    if cfg.transport == "tcp":
+        channel, errors = connect_stream(cfg.server, cfg.port, cfg.deadline_ns)
+    else:
+        channel = DatagramChannel(cfg.server, cfg.port)
+    if channel is None:
+        return ClientResult(errors=errors, rtt_hdr=new_histogram().encode().decode("ascii"))
+    with channel.sock:
         runner = run_blast if cfg.mode == "blast" else run_pingpong
-        return runner(cid, cfg, sock)
+        result = runner(cid, cfg, channel)
+    result.errors += errors
+    return result
 
 
 def _child(cid: int, cfg: Config, parent: int, write_fd: int) -> None:
@@ -209,6 +218,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds")
     parser.add_argument("--timeout", type=float, default=1.0, help="per request, seconds")
     parser.add_argument("--mode", choices=("pingpong", "blast"), default="pingpong")
+    parser.add_argument("--transport", choices=CLIENT_TRANSPORTS, default="udp")
     parser.add_argument("--cpu", type=int, default=None, help="pin all clients to this CPU")
     args = parser.parse_args(argv)
     try:
@@ -216,6 +226,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         check_size("--response-size", args.response_size)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.transport == "tcp" and args.mode == "blast":
+        parser.error("--mode blast needs --transport udp")
     if args.clients < 1 or args.duration <= 0 or args.timeout <= 0:
         parser.error("--clients must be >= 1, --duration and --timeout > 0")
     return args
@@ -233,11 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         timeout_ns=int(args.timeout * 1e9),
         deadline_ns=start + int(args.duration * 1e9),
         mode=args.mode,
+        transport=args.transport,
     )
     children = [spawn(cid, cfg) for cid in range(args.clients)]
     results = [collect(pid, fd) for pid, fd in children]
     report = merge(results, (time.monotonic_ns() - start) / 1e9)
-    print(json.dumps({"mode": args.mode, **report}), flush=True)
+    print(json.dumps({"mode": args.mode, "transport": args.transport, **report}), flush=True)
     return 0 if report["failed_clients"] == 0 else 1
 
 

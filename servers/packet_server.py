@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import os
 import random
 import select
-import signal
 import socket
 import struct
 import sys
@@ -41,11 +39,14 @@ from servers.frames import FrameError, Reassembler
 from servers.neighbours import NeighbourCache, ResolutionError
 from servers.netns_exec import child_setup
 from servers.payload import build_response, check_size
+from servers.service import Stop, cpu_seconds, stop_on_signals, wakeup_fd
 
 SIOCGIFMTU = 0x8921
 REASSEMBLY_TIMEOUT_S = 30.0
 EXPIRE_EVERY_S = 0.1
 POLL_TIMEOUT_MS = 100
+DEFAULT_FRAMES_PER_BLOCK = 32
+DEFAULT_BLOCK_TIMEOUT_MS = 10
 _CSUM_TRUSTED = tpacket.TP_STATUS_CSUMNOTREADY | tpacket.TP_STATUS_CSUM_VALID
 
 
@@ -63,6 +64,7 @@ class Counters:
     send_errors: int = 0
     wakeups: int = 0
     duration_s: float = 0.0
+    cpu_s: float = 0.0
     version: int = 3
     mtu: int = 0
     frames_received: int = 0
@@ -77,16 +79,6 @@ class Counters:
     kernel_packets: int = 0
     kernel_drops: int = 0
     neighbours: dict[str, int] = field(default_factory=dict)
-
-
-class _Stop:
-    """Set by the signal handler; checked between frames so a flood cannot pin us."""
-
-    requested = False
-
-    @classmethod
-    def handler(cls, signum: int, frame: object) -> None:
-        cls.requested = True
 
 
 def interface_mtu(ifname: str) -> int:
@@ -195,15 +187,13 @@ class PacketServer:
 
     def serve(self) -> Counters:
         """poll the ring until SIGTERM/SIGINT (which also wake poll via the wakeup fd)."""
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_w, False)
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         poller = select.poll()
         poller.register(self.ring.fileno(), select.POLLIN | select.POLLERR)
-        poller.register(wake_r, select.POLLIN)
+        poller.register(wakeup_fd(), select.POLLIN)
         start = last_expiry = time.monotonic()
+        cpu_start = cpu_seconds()
         print("ready", flush=True)
-        while not _Stop.requested:
+        while not Stop.requested:
             events = poller.poll(POLL_TIMEOUT_MS)
             now = time.monotonic()
             if any(fd == self.ring.fileno() for fd, _ in events):
@@ -213,13 +203,12 @@ class PacketServer:
                 self.reassembler.expire(now)
                 last_expiry = now
         self.counters.duration_s = round(time.monotonic() - start, 6)
-        os.close(wake_r)
-        os.close(wake_w)
+        self.counters.cpu_s = round(cpu_seconds() - cpu_start, 6)
         return self.finish()
 
     def drain(self, now: float) -> None:
         """Handle every ready frame/block until the ring is empty or a stop is requested."""
-        while not _Stop.requested:
+        while not Stop.requested:
             batch = self.ring.receive()
             if not batch:
                 return
@@ -246,8 +235,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--response-size", type=int, default=8192)
     parser.add_argument("--version", type=int, choices=(2, 3), default=3, help="TPACKET_V2/V3")
-    parser.add_argument("--frames-per-block", type=int, default=32)
-    parser.add_argument("--block-timeout-ms", type=int, default=10, help="V3 block retire")
+    parser.add_argument("--frames-per-block", type=int, default=DEFAULT_FRAMES_PER_BLOCK)
+    parser.add_argument(
+        "--block-timeout-ms", type=int, default=DEFAULT_BLOCK_TIMEOUT_MS, help="V3 block retire"
+    )
     parser.add_argument("--frame-size", type=int, default=None, help="slot size (default: MTU)")
     parser.add_argument("--ring-mib", type=int, default=4, help="RX ring size")
     parser.add_argument("--sink", action="store_true", help="count datagrams, answer none")
@@ -264,8 +255,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _Stop.handler)
-    signal.signal(signal.SIGINT, _Stop.handler)
+    stop_on_signals()
     child_setup(args.cpu)
     mtu = interface_mtu(args.ifname)
     ring_cfg = tpacket.ring_config(

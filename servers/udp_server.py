@@ -5,16 +5,15 @@ until EAGAIN, then poll again. Each request gets one response of
 ``--response-size`` bytes derived from it (see :mod:`servers.payload`). With
 ``--sink`` it only counts what arrives (for the blast benchmark).
 
-Prints ``ready`` once bound, and one JSON line of counters on SIGTERM/SIGINT.
+Prints ``ready`` once bound, and one JSON line of counters on SIGTERM/SIGINT
+(``duration_s`` and ``cpu_s`` cover the time from ``ready`` to the stop).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import select
-import signal
 import socket
 import sys
 import time
@@ -22,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 from servers.netns_exec import child_setup
 from servers.payload import MAX_DATAGRAM, build_response, check_size
+from servers.service import Stop, cpu_seconds, stop_on_signals, wakeup_fd
 
 SOCKET_BUFFER = 4 << 20
 _SO_SNDBUFFORCE = 32  # not exported by Python's socket module
@@ -42,16 +42,7 @@ class Counters:
     send_errors: int = 0
     wakeups: int = 0
     duration_s: float = 0.0
-
-
-class _Stop:
-    """Set by the signal handler; checked between datagrams so a flood cannot pin us."""
-
-    requested = False
-
-    @classmethod
-    def handler(cls, signum: int, frame: object) -> None:
-        cls.requested = True
+    cpu_s: float = 0.0
 
 
 def set_buffers(sock: socket.socket, size: int = SOCKET_BUFFER) -> None:
@@ -75,7 +66,7 @@ def drain(sock: socket.socket, buf: bytearray, response_size: int, counters: Cou
     """recvfrom/sendto until the socket is empty (EAGAIN) or a stop is requested."""
     view = memoryview(buf)
     sink = counters.mode == "sink"
-    while not _Stop.requested:
+    while not Stop.requested:
         try:
             size, addr = sock.recvfrom_into(buf)
         except BlockingIOError:
@@ -99,21 +90,19 @@ def drain(sock: socket.socket, buf: bytearray, response_size: int, counters: Cou
 def serve(sock: socket.socket, response_size: int, sink: bool) -> Counters:
     """The LMS loop, until SIGTERM/SIGINT (which also wake poll via the wakeup fd)."""
     counters = Counters(mode="sink" if sink else "echo")
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     poller = select.poll()
     poller.register(sock, select.POLLIN)
-    poller.register(wake_r, select.POLLIN)
+    poller.register(wakeup_fd(), select.POLLIN)
     buf = bytearray(MAX_DATAGRAM + 1)
-    start = time.monotonic()
+    start, cpu_start = time.monotonic(), cpu_seconds()
     print("ready", flush=True)
-    while not _Stop.requested:
+    while not Stop.requested:
         for fd, _ in poller.poll():
             if fd == sock.fileno():
                 counters.wakeups += 1
                 drain(sock, buf, response_size, counters)
     counters.duration_s = round(time.monotonic() - start, 6)
+    counters.cpu_s = round(cpu_seconds() - cpu_start, 6)
     return counters
 
 
@@ -134,8 +123,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _Stop.handler)
-    signal.signal(signal.SIGINT, _Stop.handler)
+    stop_on_signals()
     child_setup(args.cpu)
     with open_socket(args.bind, args.port) as sock:
         counters = serve(sock, args.response_size, args.sink)

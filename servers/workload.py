@@ -8,11 +8,18 @@
 
 The server is started first and must print ``ready`` (its socket is bound)
 before the load generator starts, so no request meets a closed port.
+
+Transports (``TRANSPORTS``): ``udp`` (:mod:`servers.udp_server`), ``udp-mmsg``
+(:mod:`servers.mmsg_server`, batched receive), ``packet-v2``/``packet-v3``
+(:mod:`servers.packet_server`, a TPACKET ring on the server's veth; the kernel's
+UDP stack is bypassed on the server only), all with UDP clients; ``tcp``
+(:mod:`servers.tcp_server`) with TCP clients. ``TransportOptions`` tunes them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 from dataclasses import dataclass, field
@@ -25,11 +32,68 @@ from servers.netns_exec import NetnsProcess
 from servers.payload import check_size
 from servers.topology import Topology
 
-SERVERS = {"udp": "udp_server"}
+TRANSPORTS = ("udp", "udp-mmsg", "packet-v2", "packet-v3", "tcp")
+SERVERS = {
+    "udp": "udp_server",
+    "udp-mmsg": "mmsg_server",
+    "packet-v2": "packet_server",
+    "packet-v3": "packet_server",
+    "tcp": "tcp_server",
+}
+CLIENT_TRANSPORT = {"tcp": "tcp"}  # the others' clients are plain UDP
+BLAST_TRANSPORTS = ("udp", "udp-mmsg", "packet-v2", "packet-v3")  # servers with --sink
 MODES = ("pingpong", "blast")
 READY_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 _SLACK_S = 10.0  # on top of duration + request timeout: fork, start-up, report
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """The knobs of the transports that have any; each server ignores the others' knobs.
+
+    udp-mmsg: recvmmsg vlen (``batch``) and timeout, and whether the batch's
+    responses go out in one sendmmsg. packet-v3: frames per ring block and the
+    block retire timeout (rounded up to whole ms, the kernel's unit);
+    packet-v2 uses only the ring geometry derived from frames_per_block.
+    """
+
+    batch: int = 64
+    batch_timeout_ms: float = 10.0
+    send_batch: bool = False
+    frames_per_block: int = 32
+    block_timeout_ms: float = 10.0
+
+    def check(self) -> None:
+        """ValueError, naming the field, for values a server would refuse."""
+        if not 1 <= self.batch <= 1024:
+            raise ValueError(f"batch must be 1..1024, got {self.batch}")
+        if not self.batch_timeout_ms > 0:
+            raise ValueError(f"batch_timeout_ms must be > 0, got {self.batch_timeout_ms}")
+        if self.frames_per_block < 1:
+            raise ValueError(f"frames_per_block must be >= 1, got {self.frames_per_block}")
+        if not self.block_timeout_ms > 0:
+            raise ValueError(f"block_timeout_ms must be > 0, got {self.block_timeout_ms}")
+
+
+def server_args(
+    transport: str, topology: Topology, port: int, response_size: int, options: TransportOptions
+) -> list[str]:
+    """The command line of transport's server (without --sink/--cpu)."""
+    common = ["--port", str(port), "--response-size", str(response_size)]
+    if transport.startswith("packet-"):
+        return [
+            "--ifname", topology.server_if, "--ip", topology.server_ip, *common,
+            "--version", transport[-1],
+            "--frames-per-block", str(options.frames_per_block),
+            "--block-timeout-ms", str(math.ceil(options.block_timeout_ms)),
+        ]  # fmt: skip
+    args = ["--bind", topology.server_ip, *common]
+    if transport == "udp-mmsg":
+        args += ["--batch", str(options.batch)]
+        args += ["--batch-timeout-ms", repr(float(options.batch_timeout_ms))]
+        args += ["--send-batch"] if options.send_batch else []
+    return args
 
 
 @dataclass
@@ -84,11 +148,16 @@ class Workload:
         port: int = 7000,
         mode: str = "pingpong",
         request_timeout: float = 1.0,
+        options: TransportOptions | None = None,
     ) -> None:
-        if transport not in SERVERS:
-            raise ValueError(f"transport must be one of {sorted(SERVERS)}, got {transport!r}")
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "blast" and transport not in BLAST_TRANSPORTS:
+            raise ValueError(f"mode blast needs a transport in {BLAST_TRANSPORTS}, not {transport}")
+        options = options or TransportOptions()
+        options.check()
         if clients < 1 or duration <= 0 or request_timeout <= 0:
             raise ValueError("clients must be >= 1, duration and request_timeout > 0")
         check_size("request_size", request_size)
@@ -98,14 +167,15 @@ class Workload:
         self.mode = mode
         self.duration = duration
         self.request_timeout = request_timeout
-        server_args = ["--bind", topology.server_ip, "--port", str(port)]
-        server_args += ["--response-size", str(response_size)]
-        server_args += ["--sink"] if mode == "blast" else []
+        self.options = options
+        serve = server_args(transport, topology, port, response_size, options)
+        serve += ["--sink"] if mode == "blast" else []
         load_args = ["--server", topology.server_ip, "--port", str(port)]
         load_args += ["--clients", str(clients), "--mode", mode]
+        load_args += ["--transport", CLIENT_TRANSPORT.get(transport, "udp")]
         load_args += ["--request-size", str(request_size), "--response-size", str(response_size)]
         load_args += ["--duration", str(duration), "--timeout", str(request_timeout)]
-        self.server = NetnsProcess(topology.server_ns, SERVERS[transport], server_args, server_cpu)
+        self.server = NetnsProcess(topology.server_ns, SERVERS[transport], serve, server_cpu)
         self.loadgen = NetnsProcess(topology.client_ns, "loadgen", load_args, client_cpu)
 
     def __enter__(self) -> Workload:

@@ -55,6 +55,7 @@ def test_pingpong_run(mtu: int) -> None:
     assert result.sent - result.timeouts <= result.server["requests"] <= result.sent
     assert result.received <= result.server["responses"] <= result.received + CLIENTS
     assert 1.9 < result.duration_s < 3.5
+    assert result.server["cpu_s"] > 0 and 1.9 < result.server["duration_s"] < 4.0
 
 
 def test_blast_run_counts_throughput() -> None:

@@ -1,0 +1,110 @@
+"""A load-generator client's connection to the server, per transport: send one, receive one.
+
+The closed-loop client logic (:mod:`servers.loadgen`) is the same for every
+transport; only how a message goes out and how the next one is taken in
+differ. UDP: one datagram is one message. TCP: length-prefixed messages
+(:mod:`servers.stream`) on one connection, with TCP_NODELAY so a request
+leaves at once; a message cut by a timeout stays buffered for the next
+receive. Every wait is bounded by the ``until_ns`` (CLOCK_MONOTONIC) given.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Protocol
+
+from servers.payload import MAX_DATAGRAM
+from servers.stream import Deframer, frame
+from servers.udp_server import set_buffers
+
+CLIENT_TRANSPORTS = ("udp", "tcp")
+_READ_CHUNK = 256 << 10
+_RETRY_S = 0.01
+
+
+class Channel(Protocol):
+    sock: socket.socket
+
+    def send(self, message: bytes, until_ns: int) -> None: ...
+
+    def receive(self, until_ns: int) -> bytes | memoryview | None:
+        """The next message, None if until_ns passed first; EOFError if the peer closed."""
+
+
+def _set_timeout(sock: socket.socket, until_ns: int) -> bool:
+    """Time the next blocking call out at until_ns; False if that is already past."""
+    remaining = until_ns - time.monotonic_ns()
+    if remaining <= 0:
+        return False
+    sock.settimeout(remaining / 1e9)
+    return True
+
+
+class DatagramChannel:
+    """A connected UDP socket (so ICMP errors come back as ConnectionRefusedError)."""
+
+    def __init__(self, server: str, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        set_buffers(self.sock)
+        self.sock.connect((server, port))
+        self.buf = bytearray(MAX_DATAGRAM + 1)
+        self.view = memoryview(self.buf)
+
+    def send(self, message: bytes, until_ns: int) -> None:
+        """One datagram (a UDP send does not wait for the peer, so until_ns is not needed)."""
+        self.sock.send(message)
+
+    def receive(self, until_ns: int) -> memoryview | None:
+        if not _set_timeout(self.sock, until_ns):
+            return None
+        try:
+            size = self.sock.recv_into(self.buf)
+        except TimeoutError:
+            return None
+        return self.view[:size]
+
+
+class StreamChannel:
+    """One TCP connection carrying length-prefixed messages."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.deframer = Deframer()
+        self.buf = bytearray(_READ_CHUNK)
+        self.view = memoryview(self.buf)
+
+    def send(self, message: bytes, until_ns: int) -> None:
+        """The whole framed message, or TimeoutError (the stream is then unusable)."""
+        if not _set_timeout(self.sock, until_ns):
+            raise TimeoutError("deadline passed before the request was sent")
+        self.sock.sendall(frame(message))
+
+    def receive(self, until_ns: int) -> bytes | None:
+        while (message := self.deframer.next()) is None:
+            if not _set_timeout(self.sock, until_ns):
+                return None
+            try:
+                size = self.sock.recv_into(self.buf)
+            except TimeoutError:
+                return None
+            if size == 0:
+                raise EOFError("server closed the connection")
+            self.deframer.feed(self.view[:size])
+        return message
+
+
+def connect_stream(server: str, port: int, until_ns: int) -> tuple[StreamChannel | None, int]:
+    """A TCP channel to the server, retrying refused connects until until_ns; (channel, errors)."""
+    errors = 0
+    while time.monotonic_ns() < until_ns:
+        remaining = max(0.001, (until_ns - time.monotonic_ns()) / 1e9)
+        try:
+            sock = socket.create_connection((server, port), timeout=min(1.0, remaining))
+        except (ConnectionRefusedError, TimeoutError):
+            errors += 1
+            time.sleep(_RETRY_S)
+            continue
+        return StreamChannel(sock), errors
+    return None, errors
