@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import json
 import os
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,9 +47,46 @@ TPACKET_REQ = {
     "v3": struct.pack("=IIIIIII", 4096, 1, 2048, 2, 10, 0, 0),
 }
 
+CLONE_NEWNET = 0x40000000
+BPF_XDP = 37  # enum bpf_attach_type
+BPF_TC_INGRESS = 1  # enum bpf_tc_attach_point
+LOOPBACK_IFINDEX = 1  # lo is always ifindex 1 in a new network namespace
+
+
+class TcHook(ctypes.Structure):
+    """struct bpf_tc_hook (libbpf.h)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("ifindex", ctypes.c_int),
+        ("attach_point", ctypes.c_int),
+        ("parent", ctypes.c_uint32),
+    ]
+
+
+class TcOpts(ctypes.Structure):
+    """struct bpf_tc_opts (libbpf.h)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("prog_fd", ctypes.c_int),
+        ("flags", ctypes.c_uint32),
+        ("prog_id", ctypes.c_uint32),
+        ("handle", ctypes.c_uint32),
+        ("priority", ctypes.c_uint32),
+    ]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
 _libbpf = ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
-_libbpf.bpf_prog_get_fd_by_id.restype = ctypes.c_int
-_libbpf.bpf_prog_get_fd_by_id.argtypes = [ctypes.c_uint32]
+for _name, _args in (
+    ("bpf_prog_get_fd_by_id", [ctypes.c_uint32]),
+    ("bpf_link_create", [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]),
+    ("bpf_tc_hook_create", [ctypes.POINTER(TcHook)]),
+    ("bpf_tc_attach", [ctypes.POINTER(TcHook), ctypes.POINTER(TcOpts)]),
+):
+    getattr(_libbpf, _name).restype = ctypes.c_int
+    getattr(_libbpf, _name).argtypes = _args
 
 
 @dataclass(frozen=True)
@@ -56,7 +95,7 @@ class Probe:
 
     kind: str
     program: str
-    proof: str  # "attach": a link; "socket": on a throwaway socket; "load": verifier only
+    proof: str  # "attach": a link; "socket": a throwaway socket; "tc"/"xdp": a throwaway netns
     fix: str
 
 
@@ -86,8 +125,8 @@ PROBES: tuple[Probe, ...] = (
         "needs CONFIG_BPF_EVENTS=y and tracefs: mount -t tracefs nodev /sys/kernel/tracing",
     ),
     Probe("socket_filter", "probe_socket", "socket", "needs CONFIG_BPF_SYSCALL=y"),
-    Probe("tc", "probe_tc", "load", "needs CONFIG_NET_CLS_BPF (sched_cls programs)"),
-    Probe("xdp", "probe_xdp", "load", "needs XDP support (CONFIG_BPF_SYSCALL, CONFIG_NET)"),
+    Probe("tc", "probe_tc", "tc", "needs CONFIG_NET_CLS_BPF and CONFIG_NET_SCH_INGRESS"),
+    Probe("xdp", "probe_xdp", "xdp", "needs XDP support (CONFIG_BPF_SYSCALL, CONFIG_NET)"),
 )
 
 
@@ -177,6 +216,56 @@ def _attach_to_socket(obj: BPFObject, name: str) -> None:
         os.close(fd)
 
 
+def _check(ret: int, what: str) -> int:
+    """libbpf returns -errno on failure."""
+    if ret < 0:
+        raise OSError(-ret, f"{what}: {os.strerror(-ret)}")
+    return ret
+
+
+def _attach_xdp(prog_fd: int) -> None:
+    os.close(_check(_libbpf.bpf_link_create(prog_fd, LOOPBACK_IFINDEX, BPF_XDP, None), "xdp"))
+
+
+def _attach_tc(prog_fd: int) -> None:
+    hook = TcHook(sz=ctypes.sizeof(TcHook), ifindex=LOOPBACK_IFINDEX, attach_point=BPF_TC_INGRESS)
+    opts = TcOpts(sz=ctypes.sizeof(TcOpts), prog_fd=prog_fd, handle=1, priority=1)
+    _check(_libbpf.bpf_tc_hook_create(ctypes.byref(hook)), "tc clsact")
+    _check(_libbpf.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts)), "tc attach")
+
+
+def _child_netns_status(prog_fd: int, attach: Callable[[int], None]) -> int:
+    """In the forked child: errno of the attach in a fresh network namespace, 0 if it worked."""
+    try:
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            return ctypes.get_errno() or errno.EPERM
+        attach(prog_fd)
+    except OSError as exc:
+        return exc.errno or errno.EINVAL
+    except BaseException:
+        return errno.EINVAL
+    return 0
+
+
+def _attach_in_throwaway_netns(obj: BPFObject, name: str, attach: Callable[[int], None]) -> None:
+    """Attach to lo of a new network namespace owned by a child process: the namespace, and
+    the attachment with it, vanish when the child exits; no real interface is touched."""
+    fd = _prog_fd(obj, name)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(min(_child_netns_status(fd, attach), 255))
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        raise OSError(code, f"attach {name} in a new netns: {os.strerror(code)}")
+
+
+NETNS_ATTACH: dict[str, Callable[[int], None]] = {"tc": _attach_tc, "xdp": _attach_xdp}
+
+
 def prove(probe: Probe, path: Path = PROBE_OBJECT) -> KindResult:
     """Load the probe's program alone, then attach it as its proof says; detach at once."""
     try:
@@ -187,6 +276,8 @@ def prove(probe: Probe, path: Path = PROBE_OBJECT) -> KindResult:
                 obj.attach(probe.program)
             elif probe.proof == "socket":
                 _attach_to_socket(obj, probe.program)
+            elif probe.proof in NETNS_ATTACH:
+                _attach_in_throwaway_netns(obj, probe.program, NETNS_ATTACH[probe.proof])
     except OSError as exc:
         return KindResult(probe.kind, False, probe.proof, _one_line(exc))
     return KindResult(probe.kind, True, probe.proof)
@@ -260,6 +351,38 @@ def _attach_checks(results: dict[str, KindResult]) -> list[Check]:
         check = _kind_check(kind, results, (kind,))
         if check.status != "ok":
             checks.append(check)
+    return checks
+
+
+def _hook_checks(points: list[HookPoint], unobserved: list[str]) -> list[Check]:
+    """Hook points no candidate could serve: required ones stop the trace, others hide stages."""
+    checks = []
+    required = [p.name for p in points if p.required and p.hook is None]
+    if required:
+        checks.append(
+            Check(
+                "required hooks",
+                "missing",
+                f"no working hook for {', '.join(required)} (reasons under refused above)",
+                "the core trace cannot run here: it needs a kernel where one candidate of each "
+                "of these points attaches (e.g. one that has their tracepoints)",
+            )
+        )
+    optional = [p for p in points if not p.required and p.hook is None]
+    if optional and unobserved:
+        functions = any(p.symbols for p in optional)
+        checks.append(
+            Check(
+                "fine hooks",
+                "missing",
+                f"unhooked: {', '.join(p.name for p in optional)}; stages not observed: "
+                f"{', '.join(unobserved)}",
+                "kprobes or fentry (any distribution kernel) hook the function-level points; "
+                "the coarse stages still add up to the total"
+                if functions
+                else "a kernel where one of their candidates attaches",
+            )
+        )
     return checks
 
 
@@ -398,8 +521,10 @@ def diagnose(probe_object: Path = PROBE_OBJECT, object_path: Path = loader.OBJEC
     results = {r.kind: r for r in attach}
     choice = loader.choose_hooks(path=object_path)
     root = os.geteuid() == 0
+    points = hook_points(choice)
     checks = [
         _root_check(root),
+        *_hook_checks(points, choice.unobserved()),
         _btf_check(),
         *_attach_checks(results),
         _rds_check(),
@@ -413,13 +538,19 @@ def diagnose(probe_object: Path = PROBE_OBJECT, object_path: Path = loader.OBJEC
         kernel=os.uname().release,
         root=root,
         attach=attach,
-        hooks=hook_points(choice),
+        hooks=points,
         unobserved=choice.unobserved(),
         missing_required=choice.missing_required(),
         checks=checks,
     )
 
 
+PROOF_TEXT = {
+    "attach": "loaded+attached",
+    "socket": "attached to a throwaway socket",
+    "tc": "attached to lo of a throwaway netns",
+    "xdp": "attached to lo of a throwaway netns",
+}
 STATUS_STYLE = {"ok": "green", "missing": "red", "info": "yellow"}
 
 
@@ -435,9 +566,7 @@ def attach_table(diag: Diagnosis) -> Table:
     table = _table(f"attach kinds (proved with {PROBE_OBJECT.name})", "kind", "works", "proof")
     for r in diag.attach:
         works = Text("yes", style="green") if r.works else Text(f"no: {r.error}", style="red")
-        proof = {"attach": "loaded+attached", "socket": "attached to a socket"}.get(
-            r.proof, "loaded (not attached)"
-        )
+        proof = PROOF_TEXT.get(r.proof, r.proof)
         table.add_row(r.kind, works, proof)
     return table
 

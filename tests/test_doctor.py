@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from rich.console import Console
 
 from profiler import doctor
 from profiler.hooks import BOUNDARIES, Candidate
+from profiler.libbpf import BPFObject
 
 REPO = Path(__file__).resolve().parent.parent
 STACKPROF = REPO / ".venv" / "bin" / "stackprof"
@@ -164,6 +166,30 @@ def test_no_bpf_left_behind(doc: dict[str, Any]) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "probe_" not in proc.stdout
+
+
+@pytest.mark.root
+@needs_root
+def test_host_loopback_untouched(doc: dict[str, Any]) -> None:
+    """TC and XDP are proved in a child's throwaway namespace, never on a real interface."""
+    link = subprocess.run(["ip", "-d", "link", "show", "lo"], capture_output=True, text=True)
+    qdisc = subprocess.run(["tc", "qdisc", "show", "dev", "lo"], capture_output=True, text=True)
+    assert "xdp" not in link.stdout
+    assert "clsact" not in qdisc.stdout
+
+
+@pytest.mark.root
+@needs_root
+def test_throwaway_netns_reports_the_childs_errno() -> None:
+    def refuse(prog_fd: int) -> None:
+        raise OSError(errno.ENODEV, "no device")
+
+    with BPFObject(doctor.PROBE_OBJECT) as obj:
+        obj.autoload_only({"probe_xdp"})
+        obj.load()
+        with pytest.raises(OSError) as caught:
+            doctor._attach_in_throwaway_netns(obj, "probe_xdp", refuse)
+    assert caught.value.errno == errno.ENODEV
 
 
 def _fake(missing: list[str]) -> doctor.Diagnosis:
