@@ -21,7 +21,6 @@ import socket
 import struct
 
 MSG_DONTWAIT = 0x40
-MSG_WAITFORONE = 0x10000
 MSG_TRUNC = 0x20
 _EAGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
 

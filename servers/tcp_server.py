@@ -9,8 +9,9 @@ whole request in it answered, and the responses written at once; what the
 socket does not take waits for EPOLLOUT.
 
 Prints ``ready`` once listening, and one JSON line of counters on
-SIGTERM/SIGINT: udp_server's (``datagrams`` counts messages received), plus
-connections accepted and closed.
+SIGTERM/SIGINT: udp_server's (``datagrams`` counts messages received,
+``responses`` those queued to a connection, written unless its client left),
+plus connections accepted and closed.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ before the load generator starts, so no request meets a closed port.
 
 Transports (``TRANSPORTS``): ``udp`` (:mod:`servers.udp_server`), ``udp-mmsg``
 (:mod:`servers.mmsg_server`, batched receive), ``packet-v2``/``packet-v3``
-(:mod:`servers.packet_server`, a TPACKET ring on the server's veth; the kernel's
-UDP stack is bypassed on the server only), all with UDP clients; ``tcp``
+(:mod:`servers.packet_server`: requests read from a TPACKET ring on the server's
+veth, responses sent as frames built in user space), all with UDP clients; ``tcp``
 (:mod:`servers.tcp_server`) with TCP clients. ``TransportOptions`` tunes them.
 """
 
@@ -55,7 +55,7 @@ class TransportOptions:
     udp-mmsg: recvmmsg vlen (``batch``) and timeout, and whether the batch's
     responses go out in one sendmmsg. packet-v3: frames per ring block and the
     block retire timeout (rounded up to whole ms, the kernel's unit);
-    packet-v2 uses only the ring geometry derived from frames_per_block.
+    packet-v2 has no blocks to retire, frames_per_block only shapes its ring.
     """
 
     batch: int = 64

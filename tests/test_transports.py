@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from test_packet_server import count_icmp, open_icmp_counter, our_namespaces, port_unreachable_seen
@@ -25,9 +26,10 @@ def nothing_left_behind() -> Iterator[None]:
     assert our_namespaces() == []
 
 
-def run(topo: Topology, transport: str, **kwargs: object) -> WorkloadResult:
+def run(topo: Topology, transport: str, **kwargs: Any) -> WorkloadResult:
+    """One short run of transport on topo; kwargs override the Workload defaults used here."""
     kwargs = {"clients": CLIENTS, "duration": DURATION_S, "port": PORT} | kwargs
-    with Workload(topo, transport=transport, **kwargs) as load:  # type: ignore[arg-type]
+    with Workload(topo, transport=transport, **kwargs) as load:
         return load.wait()
 
 
