@@ -33,6 +33,7 @@ PROBE_OBJECT = loader.OBJECT.parent / "probe.bpf.o"
 BTF = Path("/sys/kernel/btf/vmlinux")
 BPFFS = Path("/sys/fs/bpf")
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+KPROBE_EVENTS = loader.TRACEFS / "kprobe_events"
 CONNTRACK_COUNT = Path("/proc/sys/net/netfilter/nf_conntrack_count")
 FUNCTION_KINDS = frozenset({"fentry", "fexit", "kprobe", "kretprobe"})
 
@@ -322,6 +323,14 @@ def _mounted(fstype: str, where: Path) -> bool:
     )
 
 
+def _exists(path: Path) -> bool:
+    """Path.exists that reads an unreadable path (non-root in tracefs) as absent."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def _read(path: Path) -> str | None:
     try:
         return path.read_text().strip()
@@ -341,7 +350,7 @@ def _kind_check(name: str, results: dict[str, KindResult], kinds: tuple[str, ...
 
 def _attach_checks(results: dict[str, KindResult]) -> list[Check]:
     kprobes = _kind_check("kprobes", results, ("kprobe", "kretprobe"))
-    if kprobes.status == "missing" and not (loader.TRACEFS / "kprobe_events").exists():
+    if kprobes.status == "missing" and _tracefs_mounted() and not _exists(KPROBE_EVENTS):
         kprobes.detail += " (no kprobe_events in tracefs: built without CONFIG_KPROBES)"
     fentry = _kind_check("fentry/fexit", results, ("fentry", "fexit"))
     if fentry.status == "missing" and "not permitted" in fentry.detail:
@@ -387,7 +396,7 @@ def _hook_checks(points: list[HookPoint], unobserved: list[str]) -> list[Check]:
 
 
 def _btf_check() -> Check:
-    if BTF.exists():
+    if _exists(BTF):
         return Check("btf", "ok", f"{BTF} present (CO-RE, tp_btf, fentry)")
     return Check(
         "btf",
@@ -403,7 +412,7 @@ def _root_check(root: bool) -> Check:
     return Check(
         "root",
         "missing",
-        "not root: loading BPF fails, so every probe below reads as refused",
+        "not root: nothing could be loaded, so no attach kind or hook point is proved",
         "run as root (BPF needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)",
     )
 
@@ -470,10 +479,12 @@ def _defrag_check() -> Check:
     )
 
 
-def _tracefs_check(was_mounted: bool) -> Check:
+def _tracefs_check(was_mounted: bool, root: bool) -> Check:
+    if not root:
+        return Check("tracefs", "info", "not checked: tracefs is unreadable without root")
     if was_mounted:
         return Check("tracefs", "ok", f"mounted at {loader.TRACEFS}")
-    if (loader.TRACEFS / "events").is_dir():
+    if _tracefs_mounted():
         return Check(
             "tracefs",
             "info",
@@ -513,24 +524,49 @@ def _bpf_stats_check() -> Check:
     )
 
 
-def diagnose(probe_object: Path = PROBE_OBJECT, object_path: Path = loader.OBJECT) -> Diagnosis:
-    """Run every proof and check; loads and attaches BPF programs for an instant each."""
-    tracefs_was_mounted = (loader.TRACEFS / "events").is_dir()
+def _tracefs_mounted() -> bool:
+    """Whether tracefs has its events (unreadable to non-root: counted as not mounted)."""
+    try:
+        return (loader.TRACEFS / "events").is_dir()
+    except OSError:
+        return False
+
+
+def _unproved(why: str) -> tuple[list[KindResult], loader.HookChoice]:
+    """Nothing can be loaded (not root): every kind and hook point reads as refused, why."""
+    attach = [KindResult(p.kind, False, p.proof, why) for p in PROBES]
+    choice = loader.HookChoice()
+    for boundary in BOUNDARIES:
+        choice.chosen[boundary.name] = None
+        choice.refused[boundary.name] = [why]
+    return attach, choice
+
+
+def _prove_all(probe_object: Path, object_path: Path) -> tuple[list[KindResult], loader.HookChoice]:
     loader.ensure_tracefs()
     attach = [prove(p, probe_object) for p in PROBES]
-    results = {r.kind: r for r in attach}
-    choice = loader.choose_hooks(path=object_path)
+    return attach, loader.choose_hooks(path=object_path)
+
+
+def diagnose(probe_object: Path = PROBE_OBJECT, object_path: Path = loader.OBJECT) -> Diagnosis:
+    """Run every proof and check; loads and attaches BPF programs for an instant each."""
+    tracefs_was_mounted = _tracefs_mounted()
     root = os.geteuid() == 0
+    if root:
+        attach, choice = _prove_all(probe_object, object_path)
+    else:
+        attach, choice = _unproved("not proved: loading BPF needs root")
+    results = {r.kind: r for r in attach}
     points = hook_points(choice)
     checks = [
         _root_check(root),
         *_hook_checks(points, choice.unobserved()),
         _btf_check(),
-        *_attach_checks(results),
+        *(_attach_checks(results) if root else []),
         _rds_check(),
         *_packet_checks(),
         _defrag_check(),
-        _tracefs_check(tracefs_was_mounted),
+        _tracefs_check(tracefs_was_mounted, root),
         _bpffs_check(),
         _bpf_stats_check(),
     ]

@@ -222,3 +222,23 @@ def test_functions_of_candidates() -> None:
         Candidate("tp_btf", "netif_rx", ("d",)),
     )
     assert doctor._functions(candidates) == ["ip_defrag", "udp_rcv"]
+
+
+@pytest.mark.root
+@needs_root
+def test_not_root_exits_1_without_traceback() -> None:
+    """An unprivileged user gets the report (nothing proved) and exit 1, not a crash."""
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(STACKPROF)]
+        + ["doctor", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["root"] is False
+    assert doc["checks"]["root"]["status"] == "missing"
+    assert doc["core_trace_ok"] is False
