@@ -54,6 +54,41 @@ struct {
 	__type(value, struct sp_flight);
 } flights SEC(".maps");
 
+/* Per thread, when the datagram being sent entered ip_do_fragment. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SP_THREAD_ENTRIES);
+	__type(key, __u32);
+	__type(value, __u64);
+} frag_start SEC(".maps");
+
+/* kprobe flavour only: the skb a probed call got, for its return probe
+ * (softirq work does not nest on one CPU). */
+enum { ARG_IP_DEFRAG, ARG_UDP_ENQUEUE, NARGS };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NARGS);
+	__type(key, __u32);
+	__type(value, __u64);
+} entry_skb SEC(".maps");
+
+/* Datagrams written to a packet socket ring, per traced network namespace
+ * (the index of its inode in cfg.netns), not yet taken by a receiver woken
+ * from poll in that namespace. */
+struct ring_pending {
+	__u32 count;
+	__u32 pad;
+	struct sp_flight_key keys[SP_RING_PENDING];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SP_MAX_NETNS);
+	__type(key, __u32);
+	__type(value, struct ring_pending);
+} ring_pending SEC(".maps");
+
 /* Per traced socket, the datagram at the head of its queue (next to be read). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -248,6 +283,17 @@ static __always_inline int classify(const struct ip_udp *h, __u32 *path)
 	return 0;
 }
 
+/* The send's fragmenting, if ip_do_fragment was seen during it. */
+static __always_inline void record_fragmenting(__u32 path, __u32 tid, __u64 t_send, __u64 now)
+{
+	__u64 *t_frag = bpf_map_lookup_elem(&frag_start, &tid);
+
+	if (!t_frag || *t_frag < t_send || *t_frag > now)
+		return;
+	record_stage(path, SP_STAGE_UDP_IP_TX, t_send, *t_frag);
+	record_stage(path, SP_STAGE_FRAGMENT, *t_frag, now);
+}
+
 /* First fragment queued to the device, inside a traced send: a flight starts. */
 static __always_inline int on_dev_queue(const struct sk_buff *skb)
 {
@@ -282,6 +328,21 @@ static __always_inline int on_dev_queue(const struct sk_buff *skb)
 	if (key.fragmented)
 		count(flight.path, SP_CNT_FRAGMENTED);
 	record_stage(flight.path, SP_STAGE_SEND, flight.t_send, now);
+	record_fragmenting(flight.path, tid, flight.t_send, now);
+	return 0;
+}
+
+/* ip_do_fragment entry in a traced send: splits send into UDP/IP and fragmenting. */
+static __always_inline int on_fragment(const struct sk_buff *skb)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid(), path;
+	struct ip_udp h;
+	__u64 now;
+
+	if (!bpf_map_lookup_elem(&send_start, &tid) || !tx_header(skb, &h) || classify(&h, &path))
+		return 0;
+	now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&frag_start, &tid, &now, BPF_ANY);
 	return 0;
 }
 
@@ -309,8 +370,51 @@ static __always_inline int on_dev_rx(const struct sk_buff *skb)
 	return 0;
 }
 
+static __always_inline __u32 skb_netns(const struct sk_buff *skb)
+{
+	return BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+}
+
+/* The ring-pending set of a traced namespace, NULL for others. */
+static __always_inline struct ring_pending *ring_of(__u32 netns)
+{
+	for (__u32 i = 0; i < SP_MAX_NETNS; i++)
+		if (cfg.netns[i] && cfg.netns[i] == netns)
+			return bpf_map_lookup_elem(&ring_pending, &i);
+	return NULL;
+}
+
+/* A request complete at a ring receiver's stack: it waits there for a wake-up. */
+static __always_inline void ring_push(const struct sk_buff *skb, const struct sp_flight_key *key,
+				      const struct sp_flight *f)
+{
+	struct ring_pending *pending;
+	__u32 slot;
+
+	if (!cfg.ring_receiver || f->path != SP_PATH_REQUEST)
+		return;
+	pending = ring_of(skb_netns(skb));
+	if (!pending)
+		return;
+	slot = __sync_fetch_and_add(&pending->count, 1);
+	if (slot >= SP_RING_PENDING) {
+		miss(SP_MISS_RING_FULL);
+		return;
+	}
+	pending->keys[slot] = *key;
+}
+
+static __always_inline void ring_push_head(const struct sk_buff *skb, const struct ip_udp *h,
+					   const struct sp_flight *f)
+{
+	struct sp_flight_key key = {};
+
+	flight_key(h, false, &key);
+	ring_push(skb, &key, f);
+}
+
 /* The last fragment closes the train; middle fragments cost one header read. */
-static __always_inline int on_last_fragment(const struct ip_udp *h)
+static __always_inline int on_last_fragment(const struct sk_buff *skb, const struct ip_udp *h)
 {
 	struct sp_flight_key key = {};
 	struct sp_flight *f;
@@ -321,6 +425,7 @@ static __always_inline int on_last_fragment(const struct ip_udp *h)
 	if (!f || f->t_last)
 		return 0;
 	f->t_last = bpf_ktime_get_ns();
+	ring_push(skb, &key, f);
 	record_stage(f->path, SP_STAGE_FRAG_TRAIN, f->t_stack, f->t_last);
 	if (f->frag_payload) {
 		frags = (frag_off(h) & IP_OFFSET) * 8 / f->frag_payload + 1;
@@ -339,7 +444,7 @@ static __always_inline int on_stack_rx(const struct sk_buff *skb)
 		return 0;
 	off = frag_off(&h);
 	if (off & IP_OFFSET)
-		return off & IP_MF ? 0 : on_last_fragment(&h);
+		return off & IP_MF ? 0 : on_last_fragment(skb, &h);
 	f = head_flight(&h);
 	if (!f || f->t_stack)
 		return 0;
@@ -347,6 +452,7 @@ static __always_inline int on_stack_rx(const struct sk_buff *skb)
 	record_stage(f->path, SP_STAGE_BACKLOG, f->t_rx, f->t_stack);
 	if (!(off & IP_MF)) {
 		f->t_last = f->t_stack;
+		ring_push_head(skb, &h, f);
 		record_value(f->path, SP_NSTAGES + SP_HIST_FRAGS, 1);
 	}
 	return 0;
@@ -379,9 +485,9 @@ static __always_inline struct sp_flight *datagram_flight(const struct sk_buff *s
 	return bpf_map_lookup_elem(&flights, key);
 }
 
-/* Remember the datagram now at the head of a socket's queues (UDP reads
- * from reader_queue, refilled from sk_receive_queue). */
-static __always_inline void note_head(const struct sock *sk)
+/* Remember the datagram now at the head of a socket's queues, if any (UDP
+ * reads from reader_queue, refilled from sk_receive_queue). */
+static __always_inline void note_head(const struct sock *sk, __u64 flags)
 {
 	struct udp_sock *up = (struct udp_sock *)sk;
 	struct sp_flight_key key = {};
@@ -393,9 +499,16 @@ static __always_inline void note_head(const struct sock *sk)
 	else if (BPF_CORE_READ(sk, sk_receive_queue.qlen))
 		skb = BPF_CORE_READ(sk, sk_receive_queue.next);
 	if (skb && datagram_flight(skb, &key))
-		bpf_map_update_elem(&queue_head, &id, &key, BPF_ANY);
-	else
-		bpf_map_delete_elem(&queue_head, &id);
+		bpf_map_update_elem(&queue_head, &id, &key, flags);
+}
+
+/* The datagram of flight f is now in sk's queue. */
+static __always_inline void enqueued(struct sp_flight *f)
+{
+	f->t_enq = bpf_ktime_get_ns();
+	record_stage(f->path, SP_STAGE_IP_UDP, f->t_last, f->t_enq);
+	record_stage(f->path, SP_STAGE_UDP_RCV, f->t_udp, f->t_enq);
+	count(f->path, SP_CNT_ENQUEUED);
 }
 
 /* Socket enqueue. Kernels since 6.13 skip the notification when the queue
@@ -406,7 +519,6 @@ static __always_inline int on_enqueue(const struct sock *sk)
 	struct sp_flight_key key = {};
 	struct sp_flight *f;
 	struct sk_buff *skb;
-	__u64 id = (__u64)sk;
 
 	if (!sock_is_udp4(sk))
 		return 0;
@@ -414,17 +526,142 @@ static __always_inline int on_enqueue(const struct sock *sk)
 	if ((void *)skb == (void *)&sk->sk_receive_queue)
 		return 0;
 	f = datagram_flight(skb, &key);
-	if (!f || f->t_enq)
+	if (!f)
 		return 0;
-	f->t_enq = bpf_ktime_get_ns();
-	record_stage(f->path, SP_STAGE_IP_UDP, f->t_last, f->t_enq);
-	count(f->path, SP_CNT_ENQUEUED);
-	/* Alone in the queues: it is the head, unless a read in progress
-	 * still owns the head slot. */
-	if (BPF_CORE_READ(sk, sk_receive_queue.qlen) == 1 &&
-	    !BPF_CORE_READ((struct udp_sock *)sk, reader_queue.qlen))
-		bpf_map_update_elem(&queue_head, &id, &key, BPF_NOEXIST);
+	if (!f->t_enq)
+		enqueued(f);
+	/* A free head slot takes the queues' first datagram (not always this one:
+	 * two enqueues can race); a read in progress still owns a taken slot. */
+	note_head(sk, BPF_NOEXIST);
 	return 0;
+}
+
+/* Socket enqueue return (fexit/kretprobe): drops counted, and the enqueue
+ * time of datagrams whose data-ready notification the kernel skipped. */
+static __always_inline int on_udp_enqueue_ret(const struct sk_buff *skb, int ret)
+{
+	struct sp_flight_key key = {};
+	struct sp_flight *f;
+
+	if (!skb || !(f = datagram_flight(skb, &key)))
+		return 0;
+	if (ret) {
+		count(f->path, SP_CNT_ENQUEUE_DROPS);
+		bpf_map_delete_elem(&flights, &key);
+	} else if (!f->t_enq) {
+		enqueued(f);
+	}
+	return 0;
+}
+
+/* ip_defrag returned: 0 means skb is now the whole datagram. Who asked for
+ * the reassembly says whether netfilter (conntrack) moved it to PREROUTING. */
+static __always_inline int on_defrag_ret(const struct sk_buff *skb, __u32 user, int ret)
+{
+	struct sp_flight_key key = {};
+	struct sp_flight *f;
+
+	if (ret || !skb || !(f = datagram_flight(skb, &key)) || f->t_defrag)
+		return 0;
+	f->t_defrag = bpf_ktime_get_ns();
+	record_stage(f->path, SP_STAGE_REASSEMBLY, f->t_last, f->t_defrag);
+	count(f->path, user == IP_DEFRAG_LOCAL_DELIVER ? SP_CNT_DEFRAG_LOCAL : SP_CNT_DEFRAG_NETFILTER);
+	return 0;
+}
+
+/* UDP receive entry: the datagram is whole and routed to this host. */
+static __always_inline int on_udp_rcv(const struct sk_buff *skb)
+{
+	struct sp_flight_key key = {};
+	struct sp_flight *f;
+
+	if (!(f = datagram_flight(skb, &key)) || f->t_udp)
+		return 0;
+	f->t_udp = bpf_ktime_get_ns();
+	record_stage(f->path, SP_STAGE_IP_LOCAL, f->t_defrag ?: f->t_last, f->t_udp);
+	return 0;
+}
+
+/* Packet socket delivery of a datagram's last fragment (or only packet). */
+static __always_inline int on_packet_rcv(const struct sk_buff *skb)
+{
+	struct sp_flight_key key = {};
+	struct sp_flight *f;
+	struct ip_udp h;
+	__u16 off;
+
+	if (!skb_is_ipv4(skb) ||
+	    !read_ip_udp(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, network_header), &h))
+		return 0;
+	off = frag_off(&h);
+	if (off & IP_MF)
+		return 0;
+	flight_key(&h, off & IP_OFFSET, &key);
+	f = bpf_map_lookup_elem(&flights, &key);
+	if (!f || f->t_pkt || !f->t_last)
+		return 0;
+	f->t_pkt = bpf_ktime_get_ns();
+	record_stage(f->path, SP_STAGE_PKT_DELIVER, f->t_last, f->t_pkt);
+	return 0;
+}
+
+/* A thread of a ring receiver returns from poll: every request written to the
+ * rings of its namespace since the last wake-up is now the application's. */
+static __always_inline int on_ring_wake(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct ring_pending *pending;
+	struct sp_flight *f;
+	__u64 now;
+	__u32 n;
+
+	if (!cfg.ring_receiver || !task_traced())
+		return 0;
+	pending = ring_of(BPF_CORE_READ(task, nsproxy, net_ns, ns.inum));
+	if (!pending || !pending->count)
+		return 0;
+	n = __sync_lock_test_and_set(&pending->count, 0);
+	now = bpf_ktime_get_ns();
+	for (__u32 i = 0; i < SP_RING_PENDING && i < n; i++) {
+		f = bpf_map_lookup_elem(&flights, &pending->keys[i]);
+		if (!f)
+			continue;
+		record_stage(f->path, SP_STAGE_RING_WAIT, f->t_pkt ?: f->t_last, now);
+		record_stage(f->path, SP_STAGE_TOTAL, f->t_send, now);
+		count(f->path, SP_CNT_DELIVERED);
+		count(f->path, SP_CNT_RING_DELIVERED);
+		bpf_map_delete_elem(&flights, &pending->keys[i]);
+	}
+	return 0;
+}
+
+/* Messages one recvmmsg call returned: the batch actually achieved. */
+static __always_inline int on_recvmmsg_ret(long ret)
+{
+	if (ret > 0 && task_traced())
+		record_value(SP_PATH_REQUEST, SP_NSTAGES + SP_HIST_BATCH, ret);
+	return 0;
+}
+
+/* kprobe flavour: remember the skb for the return probe. */
+static __always_inline int save_skb(__u32 slot, const struct sk_buff *skb)
+{
+	__u64 *saved = bpf_map_lookup_elem(&entry_skb, &slot);
+
+	if (saved)
+		*saved = (__u64)skb;
+	return 0;
+}
+
+static __always_inline const struct sk_buff *take_skb(__u32 slot)
+{
+	__u64 *saved = bpf_map_lookup_elem(&entry_skb, &slot), skb;
+
+	if (!saved)
+		return NULL;
+	skb = *saved;
+	*saved = 0;
+	return (const struct sk_buff *)skb;
 }
 
 /* The datagram this receive returned, then the next head of the queue. */
@@ -458,7 +695,11 @@ static __always_inline int on_recv_return(const struct sock *sk, int ret, int fl
 	}
 	if (f)
 		bpf_map_delete_elem(&flights, key);
-	note_head(sk);
+	/* Free the head slot before looking at the queues again, so that an
+	 * enqueue racing with this read can claim it. */
+	if (key)
+		bpf_map_delete_elem(&queue_head, &id);
+	note_head(sk, BPF_ANY);
 	return 0;
 }
 
@@ -523,3 +764,85 @@ int BPF_PROG(raw_tp_sock_recv_length, struct sock *sk, int ret, int flags)
 {
 	return on_recv_return(sk, ret, flags);
 }
+
+SEC("tracepoint/syscalls/sys_exit_recvmmsg")
+int tp_sys_exit_recvmmsg(struct trace_event_raw_sys_exit *ctx) { return on_recvmmsg_ret(ctx->ret); }
+
+/* Wake-ups of ring receivers: they wait in poll (or epoll), never in recv. */
+SEC("tracepoint/syscalls/sys_exit_poll")
+int tp_sys_exit_poll(void *ctx) { return on_ring_wake(); }
+
+SEC("tracepoint/syscalls/sys_exit_ppoll")
+int tp_sys_exit_ppoll(void *ctx) { return on_ring_wake(); }
+
+SEC("tracepoint/syscalls/sys_exit_epoll_wait")
+int tp_sys_exit_epoll_wait(void *ctx) { return on_ring_wake(); }
+
+/* Finer hooks, on kernels with BPF trampolines (fentry/fexit) or kprobes. */
+SEC("fentry/ip_do_fragment")
+int BPF_PROG(fentry_ip_do_fragment, struct net *net, struct sock *sk, struct sk_buff *skb)
+{
+	return on_fragment(skb);
+}
+
+SEC("kprobe/ip_do_fragment")
+int BPF_KPROBE(kprobe_ip_do_fragment, struct net *net, struct sock *sk, struct sk_buff *skb)
+{
+	return on_fragment(skb);
+}
+
+SEC("fexit/ip_defrag")
+int BPF_PROG(fexit_ip_defrag, struct net *net, struct sk_buff *skb, u32 user, int ret)
+{
+	return on_defrag_ret(skb, user, ret);
+}
+
+SEC("kprobe/ip_defrag")
+int BPF_KPROBE(kprobe_ip_defrag, struct net *net, struct sk_buff *skb, u32 user)
+{
+	return save_skb(ARG_IP_DEFRAG, skb);
+}
+
+/* The return probe cannot see the caller's user: counted as local delivery
+ * only when the conntrack defrag module is absent (the loader says). */
+SEC("kretprobe/ip_defrag")
+int BPF_KRETPROBE(kretprobe_ip_defrag, int ret)
+{
+	return on_defrag_ret(take_skb(ARG_IP_DEFRAG), IP_DEFRAG_LOCAL_DELIVER, ret);
+}
+
+SEC("fentry/udp_rcv")
+int BPF_PROG(fentry_udp_rcv, struct sk_buff *skb) { return on_udp_rcv(skb); }
+
+SEC("kprobe/udp_rcv")
+int BPF_KPROBE(kprobe_udp_rcv, struct sk_buff *skb) { return on_udp_rcv(skb); }
+
+SEC("fexit/__udp_enqueue_schedule_skb")
+int BPF_PROG(fexit_udp_enqueue, struct sock *sk, struct sk_buff *skb, int ret)
+{
+	return on_udp_enqueue_ret(skb, ret);
+}
+
+SEC("kprobe/__udp_enqueue_schedule_skb")
+int BPF_KPROBE(kprobe_udp_enqueue, struct sock *sk, struct sk_buff *skb)
+{
+	return save_skb(ARG_UDP_ENQUEUE, skb);
+}
+
+SEC("kretprobe/__udp_enqueue_schedule_skb")
+int BPF_KRETPROBE(kretprobe_udp_enqueue, int ret)
+{
+	return on_udp_enqueue_ret(take_skb(ARG_UDP_ENQUEUE), ret);
+}
+
+SEC("fentry/tpacket_rcv")
+int BPF_PROG(fentry_tpacket_rcv, struct sk_buff *skb) { return on_packet_rcv(skb); }
+
+SEC("kprobe/tpacket_rcv")
+int BPF_KPROBE(kprobe_tpacket_rcv, struct sk_buff *skb) { return on_packet_rcv(skb); }
+
+SEC("fentry/packet_rcv")
+int BPF_PROG(fentry_packet_rcv, struct sk_buff *skb) { return on_packet_rcv(skb); }
+
+SEC("kprobe/packet_rcv")
+int BPF_KPROBE(kprobe_packet_rcv, struct sk_buff *skb) { return on_packet_rcv(skb); }

@@ -17,6 +17,7 @@
 #define SP_FLIGHT_ENTRIES 16384
 #define SP_THREAD_ENTRIES 4096
 #define SP_MAX_NETNS 4
+#define SP_RING_PENDING 64
 
 /* Which way a datagram goes: to the service port, or from it. */
 enum sp_path {
@@ -36,12 +37,22 @@ enum sp_stage {
 	SP_STAGE_IP_UDP,
 	SP_STAGE_SOCK_WAIT,
 	SP_STAGE_RECV,
+	/* Finer stages, where the kernel lets fentry or kprobes see them. */
+	SP_STAGE_UDP_IP_TX,
+	SP_STAGE_FRAGMENT,
+	SP_STAGE_REASSEMBLY,
+	SP_STAGE_IP_LOCAL,
+	SP_STAGE_UDP_RCV,
+	/* PF_PACKET ring receivers, in place of ip_udp, sock_wait and recv. */
+	SP_STAGE_PKT_DELIVER,
+	SP_STAGE_RING_WAIT,
 	SP_NSTAGES,
 };
 
 /* Extra (non-latency) histograms, after the stage ones. */
 enum sp_extra_hist {
 	SP_HIST_FRAGS,
+	SP_HIST_BATCH,
 	SP_NEXTRA_HISTS,
 };
 
@@ -52,6 +63,10 @@ enum sp_path_counter {
 	SP_CNT_ENQUEUED,
 	SP_CNT_ENQUEUE_UNSEEN,
 	SP_CNT_DELIVERED,
+	SP_CNT_ENQUEUE_DROPS,
+	SP_CNT_DEFRAG_LOCAL,
+	SP_CNT_DEFRAG_NETFILTER,
+	SP_CNT_RING_DELIVERED,
 	SP_NPATH_COUNTERS,
 };
 
@@ -61,6 +76,7 @@ enum sp_miss {
 	SP_MISS_KEY_REUSED,
 	SP_MISS_PAIR_MISMATCH,
 	SP_MISS_OUT_OF_RANGE,
+	SP_MISS_RING_FULL,
 	SP_NMISS,
 };
 
@@ -86,6 +102,9 @@ struct sp_flight {
 	__u64 t_stack;
 	__u64 t_last;
 	__u64 t_enq;
+	__u64 t_defrag;
+	__u64 t_udp;
+	__u64 t_pkt;
 	__u32 path;
 	__u32 frag_payload;
 	__u32 len;
@@ -101,7 +120,7 @@ struct sp_config {
 	__u32 filter_tgid;
 	__u32 tgid;
 	__u32 filter_cgroup;
-	__u32 pad;
+	__u32 ring_receiver;
 	__u64 cgroup_id;
 };
 

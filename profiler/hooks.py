@@ -8,9 +8,12 @@ boundary nobody could hook makes both stages around it unobservable.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 KINDS = ("fentry", "kprobe", "tp_btf", "raw_tp", "tracepoint")
+RING_WAITS = ("poll", "ppoll", "epoll_wait")
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,7 @@ class Candidate:
     kind: str
     target: str
     programs: tuple[str, ...]
+    functions: tuple[str, ...] = ()  # kprobes: the kernel function of each program
 
     @property
     def label(self) -> str:
@@ -43,12 +47,40 @@ def _btf_family(target: str) -> tuple[Candidate, ...]:
     )
 
 
-def _syscalls(*names: str) -> tuple[Candidate, ...]:
+def _syscalls(*names: str, when: str = "enter") -> tuple[Candidate, ...]:
     return (
         Candidate(
             "tracepoint",
-            "syscalls/" + ",".join(f"sys_enter_{n}" for n in names),
-            tuple(f"tp_sys_enter_{n}" for n in names),
+            "syscalls/" + ",".join(f"sys_{when}_{n}" for n in names),
+            tuple(f"tp_sys_{when}_{n}" for n in names),
+        ),
+    )
+
+
+def _fine(function: str, name: str = "", ret: bool = False) -> tuple[Candidate, ...]:
+    """fentry (or fexit when ret) on a kernel function, then kprobe (+ kretprobe)."""
+    name = name or function
+    if ret:
+        return (
+            Candidate("fentry", f"fexit/{function}", (f"fexit_{name}",)),
+            Candidate("kprobe", function, (f"kprobe_{name}", f"kretprobe_{name}"), (function,) * 2),
+        )
+    return (
+        Candidate("fentry", f"fentry/{function}", (f"fentry_{name}",)),
+        Candidate("kprobe", function, (f"kprobe_{name}",), (function,)),
+    )
+
+
+def _fine_any(*functions: str) -> tuple[Candidate, ...]:
+    """fentry on each of several functions, then kprobes on each."""
+    return (
+        Candidate(
+            "fentry",
+            ",".join(f"fentry/{f}" for f in functions),
+            tuple(f"fentry_{f}" for f in functions),
+        ),
+        Candidate(
+            "kprobe", ",".join(functions), tuple(f"kprobe_{f}" for f in functions), functions
         ),
     )
 
@@ -66,6 +98,17 @@ BOUNDARIES: tuple[Boundary, ...] = (
     Boundary("sk_enqueue", "socket enqueue", _btf_family("sk_data_ready"), True),
     Boundary("recv_enter", "receive syscall entry", _syscalls("recvfrom", "recvmsg", "recvmmsg")),
     Boundary("recv_return", "receive returns the datagram", _btf_family("sock_recv_length"), True),
+    Boundary("frag_tx", "the send enters ip_do_fragment", _fine("ip_do_fragment")),
+    Boundary("defrag_done", "ip_defrag returns the whole datagram", _fine("ip_defrag", ret=True)),
+    Boundary("udp_rcv", "UDP receive entry (udp_rcv)", _fine("udp_rcv")),
+    Boundary(
+        "udp_enqueue",
+        "socket enqueue returns (drops counted)",
+        _fine("__udp_enqueue_schedule_skb", "udp_enqueue", ret=True),
+    ),
+    Boundary("pkt_rcv", "packet socket delivery", _fine_any("tpacket_rcv", "packet_rcv")),
+    Boundary("ring_wake", "a ring receiver returns from poll", _syscalls(*RING_WAITS, when="exit")),
+    Boundary("recvmmsg_ret", "recvmmsg returns its batch", _syscalls("recvmmsg", when="exit")),
 )
 
 BY_NAME = {b.name: b for b in BOUNDARIES}
@@ -81,7 +124,29 @@ STAGE_SPANS: dict[str, tuple[str, str]] = {
     "ip_udp": ("stack_rx", "sk_enqueue"),
     "sock_wait": ("sk_enqueue", "recv_enter"),
     "recv": ("recv_enter", "recv_return"),
+    "udp_ip_tx": ("send_enter", "frag_tx"),
+    "fragment": ("frag_tx", "dev_queue"),
+    "reassembly": ("stack_rx", "defrag_done"),
+    "ip_local": ("stack_rx", "udp_rcv"),
+    "udp_rcv": ("udp_rcv", "sk_enqueue"),
+    "pkt_deliver": ("stack_rx", "pkt_rcv"),
+    "ring_wait": ("stack_rx", "ring_wake"),
 }
+
+# Finer stages split a coarse one (they add up to it); views indent them and
+# leave them out of the shares of the time.
+PARENT: dict[str, str] = {
+    "udp_ip_tx": "send",
+    "fragment": "send",
+    "reassembly": "ip_udp",
+    "ip_local": "ip_udp",
+    "udp_rcv": "ip_udp",
+}
+
+# Stages only receivers on a PF_PACKET ring have (they replace ip_udp, sock_wait
+# and recv on the request path).
+RING_STAGES = ("pkt_deliver", "ring_wait")
+RING_TRANSPORTS = ("packet-v2", "packet-v3")
 
 STAGE_HELP: dict[str, str] = {
     "total": "send syscall -> receive syscall returns",
@@ -93,7 +158,34 @@ STAGE_HELP: dict[str, str] = {
     "ip_udp": "last fragment at stack entry -> socket enqueue (reassembly, IP, UDP)",
     "sock_wait": "socket enqueue -> the receive call that takes it starts",
     "recv": "-> receive returns (wake-up, dequeue, copy)",
+    "udp_ip_tx": "send syscall -> ip_do_fragment (UDP, IP, routing)",
+    "fragment": "ip_do_fragment -> first fragment queued (fragmenting)",
+    "reassembly": "last fragment at stack entry -> ip_defrag returns the datagram",
+    "ip_local": "whole datagram -> udp_rcv (IP local delivery)",
+    "udp_rcv": "udp_rcv -> socket enqueue (UDP lookup, checks, queueing)",
+    "pkt_deliver": "last fragment at stack entry -> written to the packet ring",
+    "ring_wait": "-> the receiver returns from poll (ring dwell; V3: block retire)",
 }
+
+
+def unused_boundaries(transport: str) -> tuple[str, ...]:
+    """Hook points that serve no stage of this transport (left unhooked)."""
+    if transport in RING_TRANSPORTS or transport == "attach":
+        return ()
+    unused = ("pkt_rcv", "ring_wake")
+    return unused if transport == "udp-mmsg" else (*unused, "recvmmsg_ret")
+
+
+def stages_for(transport: str) -> tuple[str, ...]:
+    """The stages a run of this transport can have, finer ones after their parent."""
+    skip = () if transport in (*RING_TRANSPORTS, "attach") else RING_STAGES
+    order: list[str] = []
+    for stage in STAGE_SPANS:
+        if stage in PARENT or stage in skip:
+            continue
+        order.append(stage)
+        order.extend(child for child, parent in PARENT.items() if parent == stage)
+    return tuple(order)
 
 
 def unobserved_stages(chosen: dict[str, Candidate | None]) -> list[str]:
@@ -103,3 +195,9 @@ def unobserved_stages(chosen: dict[str, Candidate | None]) -> list[str]:
         for stage, (start, end) in STAGE_SPANS.items()
         if chosen.get(start) is None or chosen.get(end) is None
     ]
+
+
+def run_stages(info: Mapping[str, Any]) -> tuple[str, ...]:
+    """The stages a run (its metadata) has, in display order; runs saved before
+    the list was recorded get their transport's."""
+    return tuple(info.get("stages") or stages_for(str(info.get("transport", "udp"))))

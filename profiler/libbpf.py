@@ -42,6 +42,7 @@ _sig("bpf_program__section_name", ctypes.c_char_p, _P)
 _sig("bpf_program__set_autoload", ctypes.c_int, _P, ctypes.c_bool)
 _sig("bpf_program__fd", ctypes.c_int, _P)
 _sig("bpf_program__attach", _P, _P)
+_sig("bpf_program__attach_kprobe", _P, _P, ctypes.c_bool, ctypes.c_char_p)
 _sig("bpf_link__destroy", ctypes.c_int, _P)
 _sig("bpf_map__fd", ctypes.c_int, _P)
 _sig("bpf_map__initial_value", _P, _P, ctypes.POINTER(ctypes.c_size_t))
@@ -169,6 +170,13 @@ class Program:
         """Attach by section name (libbpf picks the attach type from SEC())."""
         return Link(_check_ptr(_lib.bpf_program__attach(self._ptr), f"attach {self.section}"))
 
+    def attach_kprobe(self, function: str) -> Link:
+        """Attach a kprobe or kretprobe program to function, a name as kallsyms has it
+        (which may carry a compiler suffix its SEC() cannot know)."""
+        retprobe = self.section.startswith("kretprobe")
+        ptr = _lib.bpf_program__attach_kprobe(self._ptr, retprobe, function.encode())
+        return Link(_check_ptr(ptr, f"attach {self.section} to {function}"))
+
     def info(self) -> ProgInfo:
         """Run count, run time (when kernel.bpf_stats_enabled) and recursion misses."""
         info = ProgInfo()
@@ -285,8 +293,10 @@ class BPFObject:
         if err:
             raise BPFError(-err, f"load: {os.strerror(-err)}", _log.take())
 
-    def attach(self, name: str) -> Link:
-        link = self.program(name).attach()
+    def attach(self, name: str, function: str | None = None) -> Link:
+        """Attach by SEC(); a kprobe program to function when given."""
+        program = self.program(name)
+        link = program.attach_kprobe(function) if function else program.attach()
         self.links.append(link)
         return link
 

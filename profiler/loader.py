@@ -8,13 +8,14 @@ load keeps the winners.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from profiler import abi
-from profiler.hooks import BOUNDARIES, KINDS, Boundary, Candidate, unobserved_stages
+from profiler import abi, kallsyms
+from profiler.hooks import BOUNDARIES, KINDS, STAGE_SPANS, Boundary, Candidate, unobserved_stages
 from profiler.libbpf import BPFError, BPFObject
 
 OBJECT = Path(__file__).resolve().parent.parent / "bpf" / ".output" / "stackprof.bpf.o"
@@ -30,14 +31,36 @@ def ensure_tracefs() -> None:
     )
 
 
+class MissingFunction(BPFError):
+    """A kprobe target the running kernel does not have."""
+
+
+def kprobe_targets(candidate: Candidate) -> dict[str, str]:
+    """Per kprobe program, the kernel symbol to probe (suffixed names resolved)."""
+    targets: dict[str, str] = {}
+    for program, function in zip(candidate.programs, candidate.functions, strict=False):
+        symbol = kallsyms.resolve(function)
+        if symbol is None:
+            raise MissingFunction(errno.ENOENT, f"{function} not in /proc/kallsyms")
+        targets[program] = symbol
+    return targets
+
+
+def attach_candidate(obj: BPFObject, candidate: Candidate) -> None:
+    """Attach a candidate's programs of a loaded obj (kprobes by resolved name)."""
+    targets = kprobe_targets(candidate)
+    for name in candidate.programs:
+        obj.attach(name, targets.get(name))
+
+
 def try_candidate(candidate: Candidate, path: Path = OBJECT) -> str | None:
     """None if the candidate loads and attaches here, else why not (one line)."""
     try:
+        kprobe_targets(candidate)
         with BPFObject(path) as obj:
             obj.autoload_only(set(candidate.programs))
             obj.load()
-            for name in candidate.programs:
-                obj.attach(name)
+            attach_candidate(obj, candidate)
     except BPFError as exc:
         return f"{exc.strerror}"
     return None
@@ -53,8 +76,8 @@ class HookChoice:
     def labels(self) -> dict[str, str | None]:
         return {name: c.label if c else None for name, c in self.chosen.items()}
 
-    def unobserved(self) -> list[str]:
-        return unobserved_stages(self.chosen)
+    def unobserved(self, stages: tuple[str, ...] = tuple(STAGE_SPANS)) -> list[str]:
+        return [s for s in unobserved_stages(self.chosen) if s in stages]
 
     def missing_required(self) -> list[str]:
         return [b.name for b in BOUNDARIES if b.required and self.chosen.get(b.name) is None]
@@ -101,14 +124,14 @@ class Tracer:
         self.stats: ctypes.Structure | None = None
 
     def __enter__(self) -> Tracer:
-        programs = {p for c in self.choice.chosen.values() if c for p in c.programs}
+        chosen = [c for c in self.choice.chosen.values() if c]
         self.obj = BPFObject(self.path)
         try:
-            self.obj.autoload_only(programs)
+            self.obj.autoload_only({p for c in chosen for p in c.programs})
             self.obj.global_map(".rodata").set_initial_value(self.config)
             self.obj.load()
-            for name in sorted(programs):
-                self.obj.attach(name)
+            for candidate in chosen:
+                attach_candidate(self.obj, candidate)
             self.stats = self.obj.global_map(".bss").mmapped(abi.Stats)
         except BaseException:
             self.obj.close()
@@ -137,9 +160,11 @@ def make_config(
     netns: list[int] | None = None,
     tgid: int | None = None,
     cgroup_id: int | None = None,
+    ring_receiver: bool = False,
 ) -> ctypes.Structure:
-    """The rodata filters: service ports, namespaces, pid, cgroup."""
-    cfg = abi.Config(port_lo=port_lo, port_hi=port_hi)
+    """The rodata filters (service ports, namespaces, pid, cgroup), and whether
+    the receiver reads a PF_PACKET ring (its requests end at a poll wake-up)."""
+    cfg = abi.Config(port_lo=port_lo, port_hi=port_hi, ring_receiver=int(ring_receiver))
     if netns:
         cfg.filter_netns = 1
         for i, inum in enumerate(netns[: abi.CONST["SP_MAX_NETNS"]]):

@@ -15,8 +15,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from profiler.abi import PATHS, STAGES
-from profiler.hooks import STAGE_HELP
+from profiler.abi import PATHS
+from profiler.hooks import STAGE_HELP, run_stages
 from profiler.run import Run
 from profiler.tui import (
     DASH,
@@ -29,6 +29,7 @@ from profiler.tui import (
     path_summaries,
     rtt_line,
     stage_hooks,
+    stage_label,
     stage_table,
 )
 
@@ -63,7 +64,7 @@ def hooks_table(info: Mapping[str, Any]) -> Table:
     table = Table(title="stages and hooks", box=box.SIMPLE_HEAD, title_justify="left")
     for name in ("stage", "span", "hooks"):
         table.add_column(name)
-    for stage in STAGES:
+    for stage in run_stages(info):
         hook = hooks.get(stage, DASH)
         if stage in unobserved:
             cell = Text(f"unobserved ({hook})", style="yellow")
@@ -139,8 +140,9 @@ def compare_table(a: Run, b: Run, path: str, labels: tuple[str, str]) -> Table:
             table.add_column(name, justify="right")
     summaries_a = path_summaries(a, path, info_of(a))
     summaries_b = path_summaries(b, path, info_of(b))
-    for stage in STAGES:
-        row: list[Text] = [Text(stage, style="bold" if stage == "total" else "")]
+    stages = dict.fromkeys((*run_stages(a.meta), *run_stages(b.meta)))
+    for stage in stages:
+        row: list[Text] = [stage_label(stage)]
         for key in ("p50_us", "p99_us"):
             va = _percentile(summaries_a.get(stage), key)
             vb = _percentile(summaries_b.get(stage), key)

@@ -65,6 +65,17 @@ def hist_summary(hist: HdrHistogram) -> dict[str, float | int]:
     }
 
 
+def batch_summary(hist: HdrHistogram) -> dict[str, float | int]:
+    """Messages per recvmmsg call, as the kernel returned them."""
+    calls = hist.get_total_count()
+    return {
+        "calls": calls,
+        "mean": round(hist.get_mean_value(), 2) if calls else 0.0,
+        "p50": hist.get_value_at_percentile(50) if calls else 0,
+        "max": hist.get_max_value() if calls else 0,
+    }
+
+
 def _encode(hist: HdrHistogram) -> str:
     return hist.encode().decode("ascii")
 
@@ -83,6 +94,7 @@ class Run:
     datagrams: dict[str, dict[str, int]] = field(default_factory=dict)
     missed: dict[str, int] = field(default_factory=dict)
     client_rtt: HdrHistogram = field(default_factory=new_histogram)
+    batch: HdrHistogram = field(default_factory=new_histogram)
 
     def stage(self, path: str, stage: str) -> HdrHistogram:
         """The histogram of one stage (empty if the stage was not seen)."""
@@ -125,6 +137,7 @@ class Run:
             "datagrams": self.datagram_rows(),
             "client_rtt": {k: rtt[k] for k in ("count", "p50_us", "p99_us", "max_us")},
             "missed": dict(self.missed),
+            "recvmmsg_batch": batch_summary(self.batch),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,6 +153,7 @@ class Run:
             "fragments": {p: _encode(h) for p, h in self.frags.items()},
             "datagram_counts": self.datagrams,
             "client_rtt_hdr": _encode(self.client_rtt),
+            "batch_hdr": _encode(self.batch),
         }
 
     def save(self, path: Path) -> Path:
@@ -164,6 +178,7 @@ class Run:
             datagrams=doc.get("datagram_counts", {}),
             missed=summary.get("missed", {}),
             client_rtt=_decode(doc["client_rtt_hdr"]),
+            batch=_decode(doc["batch_hdr"]) if "batch_hdr" in doc else new_histogram(),
         )
 
 

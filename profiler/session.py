@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from profiler.collector import collect
-from profiler.hooks import KINDS, STAGE_HELP
+from profiler.hooks import KINDS, RING_TRANSPORTS, STAGE_HELP, stages_for, unused_boundaries
 from profiler.loader import HookChoice, Tracer, choose_hooks, make_config
 from profiler.run import Run
 
@@ -43,9 +43,12 @@ class TraceOptions:
     skip: tuple[str, ...] = ()
 
 
-def hooks_or_fail(kinds: tuple[str, ...], skip: tuple[str, ...] = ()) -> HookChoice:
-    """Choose hooks; refuse to run without the boundaries every stage needs."""
-    choice = choose_hooks(kinds, skip=skip)
+def hooks_or_fail(
+    kinds: tuple[str, ...], skip: tuple[str, ...] = (), transport: str = "attach"
+) -> HookChoice:
+    """Choose hooks (none where the transport has no use for them); refuse to run
+    without the boundaries every stage needs."""
+    choice = choose_hooks(kinds, skip=skip + unused_boundaries(transport))
     missing = choice.missing_required()
     if missing:
         raise SessionError(
@@ -55,11 +58,18 @@ def hooks_or_fail(kinds: tuple[str, ...], skip: tuple[str, ...] = ()) -> HookCho
     return choice
 
 
-def base_meta(choice: HookChoice) -> dict[str, Any]:
+def base_meta(choice: HookChoice, transport: str) -> dict[str, Any]:
+    stages = stages_for(transport)
     return {
         "kernel": platform.release(),
-        "hooks": choice.labels(),
-        "unobserved": choice.unobserved(),
+        "transport": transport,
+        "stages": list(stages),
+        "hooks": {
+            n: label
+            for n, label in choice.labels().items()
+            if n not in unused_boundaries(transport)
+        },
+        "unobserved": choice.unobserved(stages),
         "hooks_refused": choice.refused,
         "stage_help": STAGE_HELP,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -91,11 +101,10 @@ def trace(opts: TraceOptions, on_update: Update) -> Run:
     from servers.topology import Topology
     from servers.workload import Workload
 
-    choice = hooks_or_fail(opts.kinds, opts.skip)
+    choice = hooks_or_fail(opts.kinds, opts.skip, opts.transport)
     run = Run(
         meta={
-            **base_meta(choice),
-            "transport": opts.transport,
+            **base_meta(choice, opts.transport),
             "mtu": opts.mtu,
             "clients": opts.clients,
             "request_size": opts.request_size,
@@ -107,7 +116,12 @@ def trace(opts: TraceOptions, on_update: Update) -> Run:
         }
     )
     with Topology(opts.mtu) as topo:
-        config = make_config(opts.port, opts.port, netns=list(topo.netns_inodes()))
+        config = make_config(
+            opts.port,
+            opts.port,
+            netns=list(topo.netns_inodes()),
+            ring_receiver=opts.transport in RING_TRANSPORTS,
+        )
         with (
             Tracer(config, choice) as tracer,
             Workload(
@@ -166,8 +180,7 @@ def attach(opts: AttachOptions, on_update: Update) -> Run:
     choice = hooks_or_fail(opts.kinds, opts.skip)
     run = Run(
         meta={
-            **base_meta(choice),
-            "transport": "attach",
+            **base_meta(choice, "attach"),
             "mtu": 0,
             "ports": [opts.port_lo, opts.port_hi],
             "pid": opts.pid,

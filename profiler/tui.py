@@ -19,8 +19,8 @@ from rich.table import Table
 from rich.text import Text
 
 from profiler.abi import MISSES, PATHS, STAGES
-from profiler.hooks import STAGE_HELP, STAGE_SPANS
-from profiler.run import Run
+from profiler.hooks import PARENT, STAGE_HELP, STAGE_SPANS, run_stages
+from profiler.run import Run, batch_summary
 
 DASH = "—"
 BAR_WIDTH = 12
@@ -83,7 +83,7 @@ def unobserved_of(run: Run, info: Mapping[str, Any]) -> set[tuple[str, str]]:
     return {
         (p, s)
         for p in PATHS
-        for s in STAGES
+        for s in run_stages(info)
         if s in declared or not run.stage(p, s).get_total_count()
     }
 
@@ -119,13 +119,16 @@ def header_line(info: Mapping[str, Any]) -> Text:
 def path_summaries(run: Run, path: str, info: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     """Summaries of the observed stages of one path, each computed once per redraw."""
     missing = unobserved_of(run, info)
-    return {s: quick_summary(run.stage(path, s)) for s in STAGES if (path, s) not in missing}
+    return {
+        s: quick_summary(run.stage(path, s)) for s in run_stages(info) if (path, s) not in missing
+    }
 
 
 def stage_shares(summaries: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """Each stage's share of the sum of stage p50s: where a typical datagram's time goes."""
+    """Each stage's share of the sum of stage p50s: where a typical datagram's time goes.
+    Finer stages are shares of the whole too, but do not count twice in it."""
     p50 = {s: float(v["p50_us"]) for s, v in summaries.items() if s != "total"}
-    whole = sum(p50.values())
+    whole = sum(v for s, v in p50.items() if s not in PARENT)
     return {s: (v / whole if whole else 0.0) for s, v in p50.items()}
 
 
@@ -141,13 +144,20 @@ def stage_table(run: Run, path: str, info: Mapping[str, Any], describe: bool = F
     table.add_column("share of Σ p50", no_wrap=True, min_width=BAR_WIDTH + 5)
     summaries = path_summaries(run, path, info)
     shares = stage_shares(summaries)
-    for stage in STAGES:
-        row = [Text(stage, style="bold" if stage == "total" else "")]
+    for stage in run_stages(info):
+        row = [stage_label(stage)]
         if describe:
             row.append(Text(STAGE_HELP.get(stage, "")))
         row.extend(_stage_cells(stage, summaries.get(stage), shares))
         table.add_row(*row)
     return table
+
+
+def stage_label(stage: str) -> Text:
+    """The stage's name; a finer stage indented under the one it splits."""
+    if stage in PARENT:
+        return Text(f"  └ {stage}", style="dim")
+    return Text(stage, style="bold" if stage == "total" else "")
 
 
 def _stage_cells(
@@ -167,37 +177,49 @@ def _stage_cells(
 
 
 def datagram_table(run: Run) -> Table:
-    """Datagram counters per path: how much of the traffic the stage numbers stand for."""
+    """Datagram counters, a column per path: how much of the traffic the stages stand for.
+    Counters that stayed zero on both paths are left out, except the headline ones."""
     rows = run.datagram_rows()
+    headline = ("sent", "traced", "fragments_per_datagram", "incomplete")
     extras = sorted(
-        {k for row in rows.values() for k in row}
-        - {"sent", "traced", "fragments_per_datagram", "incomplete"}
+        k
+        for k in {k for row in rows.values() for k in row} - set(headline)
+        if any(row.get(k) for row in rows.values())
     )
     table = Table(title="datagrams", box=box.SIMPLE_HEAD, title_justify="left")
-    for name in ("path", "sent", "traced", "frags/datagram", "incomplete", *extras):
-        table.add_column(name, justify="left" if name == "path" else "right")
-    for path, row in rows.items():
-        frags = float(row["fragments_per_datagram"])
-        table.add_row(
-            path,
-            str(row["sent"]),
-            str(row["traced"]),
-            f"{frags:.2f}" if frags else DASH,
-            Text(str(row["incomplete"]), style="yellow" if row["incomplete"] else ""),
-            *(str(row.get(k, 0)) for k in extras),
-        )
+    table.add_column("counter")
+    for path in rows:
+        table.add_column(path, justify="right")
+    for name in (*headline, *extras):
+        cells = [_counter_cell(name, row.get(name, 0)) for row in rows.values()]
+        table.add_row(name.removeprefix("kernel_"), *cells)
     return table
 
 
+def _counter_cell(name: str, value: Any) -> Text:
+    if name == "fragments_per_datagram":
+        return Text(f"{float(value):.2f}" if value else DASH)
+    return Text(str(value), style="yellow" if name == "incomplete" and value else "")
+
+
 def rtt_line(run: Run) -> Text:
-    """The client's own round trip: what the stage numbers should add up to."""
+    """The client's own round trip: what the stage numbers should add up to; and the
+    batches recvmmsg achieved, when the receiver batches."""
     rtt = quick_summary(run.client_rtt)
     if not rtt["count"]:
-        return Text(f"client RTT: {DASH}", style="dim")
-    return Text(
-        f"client RTT (µs, n={int(rtt['count'])}): p50 {fmt_us(float(rtt['p50_us']))}"
-        f" · p99 {fmt_us(float(rtt['p99_us']))}"
-    )
+        text = Text(f"client RTT: {DASH}", style="dim")
+    else:
+        text = Text(
+            f"client RTT (µs, n={int(rtt['count'])}): p50 {fmt_us(float(rtt['p50_us']))}"
+            f" · p99 {fmt_us(float(rtt['p99_us']))}"
+        )
+    batch = batch_summary(run.batch)
+    if batch["calls"]:
+        text.append(
+            f"\nrecvmmsg batch (messages per call, n={batch['calls']}):"
+            f" mean {batch['mean']} · p50 {batch['p50']} · max {batch['max']}"
+        )
+    return text
 
 
 def missed_table(run: Run) -> Table:

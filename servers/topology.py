@@ -32,7 +32,6 @@ PREFIX = "sp"
 _NS_RE = re.compile(rf"^{PREFIX}(\d+)-(cli|srv)$")
 _VETH_RE = re.compile(rf"^{PREFIX}(\d+)[cs]$")
 _CLONE_NEWNET = 0x40000000
-_CLOCK_SLACK_S = 1.0
 
 
 class NetnsInodes(NamedTuple):
@@ -119,21 +118,14 @@ def _remove_netns(name: str) -> bool:
     return True
 
 
-def _boot_time() -> float:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime "):
-            return float(line.split()[1])
-    return 0.0
-
-
-def _start_time(pid: int) -> float | None:
-    """Wall-clock start of pid, or None if there is no such process."""
+def _start_ticks(pid: int) -> int | None:
+    """When pid started, in clock ticks since boot (immune to wall-clock steps), or
+    None if there is no such process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    ticks = int(stat.rsplit(")", 1)[1].split()[19])
-    return _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def _owner_file(name: str) -> Path:
@@ -143,19 +135,19 @@ def _owner_file(name: str) -> Path:
 def _record_owner(name: str) -> None:
     """Note this process's start time beside a namespace, to tell pid reuse apart."""
     OWNERS_DIR.mkdir(parents=True, exist_ok=True)
-    _owner_file(name).write_text(str(_start_time(os.getpid())))
+    _owner_file(name).write_text(str(_start_ticks(os.getpid())))
 
 
 def _owner_alive(name: str, pid: int) -> bool:
     """Whether the process that made namespace name still runs (same pid, same start)."""
-    started = _start_time(pid)
+    started = _start_ticks(pid)
     if started is None:
         return False
     try:
-        recorded = float(_owner_file(name).read_text())
+        recorded = int(_owner_file(name).read_text())
     except (OSError, ValueError):
         return True
-    return abs(started - recorded) < _CLOCK_SLACK_S
+    return started == recorded
 
 
 def _stale_namespaces() -> list[str]:
@@ -174,7 +166,7 @@ def _remove_stale_root_veths() -> list[str]:
         for link in ipr.get_links():
             name = link.get_attr("IFLA_IFNAME") or ""
             match = _VETH_RE.match(name)
-            if match and _start_time(int(match[1])) is None:
+            if match and _start_ticks(int(match[1])) is None:
                 with contextlib.suppress(Exception):
                     ipr.link("del", index=link["index"])
                     removed.append(name)

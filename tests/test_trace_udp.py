@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from profiler.abi import STAGES
+from profiler.hooks import BOUNDARIES, PARENT, STAGE_SPANS, Boundary, stages_for
 
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: BPF and network namespaces"),
 ]
 
-CHAIN = [s for s in STAGES if s != "total"]
+CHAIN = [s for s in stages_for("udp") if s != "total" and s not in PARENT]
 
 
 def trace(tmp: Path, *args: str) -> dict[str, Any]:
@@ -83,7 +83,7 @@ def test_traced_datagrams_match_what_the_clients_counted(which: str, request) ->
 def test_stage_counts_are_consistent(which: str, request) -> None:
     doc = request.getfixturevalue(which)
     for path in ("request", "response"):
-        counts = {s: stage(doc, path, s)["count"] for s in STAGES}
+        counts = {s: stage(doc, path, s)["count"] for s in stages_for("udp")}
         row = doc["datagrams"][path]
         sent = row["kernel_sent"]
         for name in ("send", "qdisc", "driver", "backlog"):
@@ -104,11 +104,20 @@ def test_stage_medians_add_up_to_the_total(which: str, request) -> None:
         assert abs(parts - total) <= 0.25 * total, (path, parts, total)
 
 
+def _has_tracepoint(boundary: Boundary) -> bool:
+    return any(c.kind in ("tp_btf", "raw_tp", "tracepoint") for c in boundary.candidates)
+
+
 def test_hooks_used_are_recorded(mtu1500: dict) -> None:
+    """Every tracepoint-family hook point is hooked; stages that need a point only
+    fentry or kprobes reach are listed as unobserved exactly when it has no hook."""
     hooks = mtu1500["meta"]["hooks"]
     assert hooks["dev_queue"].startswith(("fentry:", "kprobe:", "tp_btf:", "raw_tp:"))
-    assert all(hooks.values())
-    assert mtu1500["meta"]["unobserved"] == []
+    assert all(hooks[b.name] for b in BOUNDARIES if b.name in hooks and _has_tracepoint(b))
+    unhooked = {b for b, label in hooks.items() if label is None}
+    expected = {s for s in stages_for("udp") if unhooked & set(STAGE_SPANS[s])}
+    assert set(mtu1500["meta"]["unobserved"]) == expected
+    assert not expected & {"total", *CHAIN}
     assert all(v == 0 for k, v in mtu1500["missed"].items() if k != "key_reused")
 
 
@@ -130,7 +139,8 @@ def test_fallback_kinds_and_skipped_boundary(tmp_path: Path) -> None:
     hooks = doc["meta"]["hooks"]
     assert hooks["dev_queue"] == "raw_tp:net_dev_queue"
     assert hooks["dev_rx"] is None
-    assert set(doc["meta"]["unobserved"]) == {"driver", "backlog"}
+    assert {"driver", "backlog"} <= set(doc["meta"]["unobserved"])
+    assert not set(doc["meta"]["unobserved"]) & {"total", "send", "qdisc", "ip_udp", "recv"}
     for path in ("request", "response"):
         assert stage(doc, path, "driver")["count"] == 0
         assert stage(doc, path, "backlog")["count"] == 0

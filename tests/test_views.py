@@ -20,6 +20,7 @@ from rich.console import Console, RenderableType
 
 from profiler.abi import MISSES, PATHS, STAGES
 from profiler.export import export, to_dataframe, write_csv, write_hdr_log
+from profiler.hooks import PARENT, stages_for
 from profiler.report import render_compare, render_report
 from profiler.run import Run, hist_summary, new_histogram
 from profiler.tui import (
@@ -48,6 +49,8 @@ def row(text: str, title: str, first: str) -> list[str]:
     start = next(i for i, line in enumerate(lines) if line.startswith(title))
     for line in lines[start + 1 :]:
         cells = line.split()
+        if cells[:1] == ["└"]:
+            cells = cells[1:]
         if cells and cells[0] == first:
             return cells
     raise AssertionError(f"no row {first!r} under {title!r}")
@@ -107,8 +110,10 @@ def test_header_datagrams_rtt_and_hooks() -> None:
     text = text_of(render(mtu_1500_run(), STATUS))
     header = "udp · MTU 1500 · clients 4 · kernel 6.1.0-test · req 64 B / resp 4000 B · 12/30 s"
     assert header in text
-    assert row(text, "datagrams", "request")[:5] == ["request", "1200", "1000", "2.00", "7"]
-    assert row(text, "datagrams", "response")[:5] == ["response", "1100", "1000", DASH, "0"]
+    assert row(text, "datagrams", "sent")[1:] == ["1200", "1100"]
+    assert row(text, "datagrams", "traced")[1:] == ["1000", "1000"]
+    assert row(text, "datagrams", "fragments_per_datagram")[1:] == ["2.00", DASH]
+    assert row(text, "datagrams", "incomplete")[1:] == ["7", "0"]
     assert "client RTT (µs, n=1000): p50 90.05 · p99 150.0" in text
     assert "hooks: send_enter=tracepoint:syscalls/sys_enter_sendto · dev_queue=tp_btf:" in text
     assert "dev_rx=none" in text
@@ -130,9 +135,27 @@ def test_missed_counters_always_shown_and_non_zero_highlighted() -> None:
 def test_empty_run_renders_dashes_everywhere() -> None:
     text = text_of(render(Run(), {}))
     for path in PATHS:
-        for stage in STAGES:
+        for stage in stages_for("udp"):
             assert row(text, f"{path} path", stage)[1:8] == [DASH] * 7
-    assert f"client RTT: {DASH}" in text
+    assert "ring_wait" not in text
+
+
+def test_finer_stages_sit_under_their_parent_and_do_not_count_twice() -> None:
+    """reassembly and udp_rcv split ip_udp: shown under it, shares of ip_udp + recv only."""
+    run = Run(meta={"transport": "udp"})
+    for stage, value_us in (("ip_udp", 10), ("reassembly", 6), ("udp_rcv", 4), ("recv", 10)):
+        hist = new_histogram()
+        hist.record_value(value_us * 1000, 100)
+        run.stages[("request", stage)] = hist
+    text = text_of(render(run, {}))
+    lines = text.splitlines()
+    at = {name: next(i for i, line in enumerate(lines) if name in line.split()) for name in PARENT}
+    assert at["reassembly"] > next(i for i, line in enumerate(lines) if "ip_udp" in line.split())
+    assert at["reassembly"] < next(i for i, line in enumerate(lines) if "sock_wait" in line.split())
+    assert lines[at["reassembly"]].split()[0] == "└"
+    assert row(text, "request path", "ip_udp")[-1] == "50%"
+    assert row(text, "request path", "reassembly")[-1] == "30%"
+    assert row(text, "request path", "udp_rcv")[-1] == "20%"
 
 
 def test_live_view_without_terminal_prints_only_the_final_tables() -> None:
