@@ -74,6 +74,7 @@ class Counters:
     no_neighbour: int = 0
     reassembly: dict[str, int] = field(default_factory=dict)
     ring: dict[str, int] = field(default_factory=dict)
+    ring_config: dict[str, int] = field(default_factory=dict)
     block_fill: dict[str, int] = field(default_factory=dict)
     frames_per_block: float = 0.0
     kernel_packets: int = 0
@@ -96,6 +97,17 @@ def open_guard_socket(ip: str, port: int) -> socket.socket:
     tpacket.attach_filter(sock, tpacket.DROP_ALL_FILTER)
     sock.bind((ip, port))
     return sock
+
+
+def ring_geometry(cfg: tpacket.RingConfig) -> dict[str, int]:
+    """The ring as configured, for the report (the options asked for, after page rounding)."""
+    return {
+        "frame_size": cfg.frame_size,
+        "block_size": cfg.block_size,
+        "block_nr": cfg.block_nr,
+        "frames_per_block": cfg.frames_per_block,
+        "block_timeout_ms": cfg.block_timeout_ms,
+    }
 
 
 @dataclass
@@ -220,6 +232,7 @@ class PacketServer:
         counters, ring = self.counters, self.ring
         counters.reassembly = asdict(self.reassembler.stats) | {"pending": self.reassembler.pending}
         counters.ring = ring.counters.as_dict()
+        counters.ring_config = ring_geometry(ring.config)
         counters.block_fill = {str(k): v for k, v in sorted(ring.block_fill.items())}
         if ring.counters.blocks:
             counters.frames_per_block = round(ring.counters.frames / ring.counters.blocks, 3)

@@ -115,6 +115,20 @@ def test_tcp_one_connection_per_client(clients: int) -> None:
 
 @root
 @pytest.mark.root
+@pytest.mark.parametrize("transport", ["packet-v2", "packet-v3"])
+def test_packet_ring_options_reach_the_server(transport: str) -> None:
+    options = TransportOptions(frames_per_block=64, block_timeout_ms=2.5)
+    with Topology(1500) as topo:
+        result = run(topo, transport, options=options, duration=0.5)
+    assert result.received > 0 and result.bad == 0
+    ring = result.server["ring_config"]
+    assert ring["frames_per_block"] >= 64, "page rounding may only add slots"
+    assert ring["block_timeout_ms"] == 3, "rounded up to whole ms"
+    assert result.server["version"] == int(transport[-1])
+
+
+@root
+@pytest.mark.root
 def test_mmsg_blast_counts_throughput() -> None:
     with Topology(1500) as topo:
         result = run(topo, "udp-mmsg", clients=2, mode="blast", duration=0.5)
