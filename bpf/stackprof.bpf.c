@@ -73,6 +73,21 @@ struct {
 	__type(value, __u64);
 } entry_skb SEC(".maps");
 
+/* kprobe flavour only: the socket and flags of a thread's udp_recvmsg, for
+ * its return probe (a receive can sleep, so by thread, not by CPU). */
+struct recv_args {
+	__u64 sk;
+	__u32 flags;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SP_THREAD_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct recv_args);
+} recv_args SEC(".maps");
+
 /* Datagrams written to a packet socket ring, per traced network namespace
  * (the index of its inode in cfg.netns), not yet taken by a receiver woken
  * from poll in that namespace. */
@@ -747,11 +762,47 @@ int BPF_PROG(tp_btf_netif_receive_skb, struct sk_buff *skb) { return on_stack_rx
 SEC("raw_tp/netif_receive_skb")
 int BPF_PROG(raw_tp_netif_receive_skb, struct sk_buff *skb) { return on_stack_rx(skb); }
 
+SEC("fentry/sock_def_readable")
+int BPF_PROG(fentry_sock_def_readable, struct sock *sk) { return on_enqueue(sk); }
+
+SEC("kprobe/sock_def_readable")
+int BPF_KPROBE(kprobe_sock_def_readable, struct sock *sk) { return on_enqueue(sk); }
+
 SEC("tp_btf/sk_data_ready")
 int BPF_PROG(tp_btf_sk_data_ready, struct sock *sk) { return on_enqueue(sk); }
 
 SEC("raw_tp/sk_data_ready")
 int BPF_PROG(raw_tp_sk_data_ready, struct sock *sk) { return on_enqueue(sk); }
+
+SEC("fexit/udp_recvmsg")
+int BPF_PROG(fexit_udp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags,
+	     int *addr_len, int ret)
+{
+	return on_recv_return(sk, ret, flags);
+}
+
+SEC("kprobe/udp_recvmsg")
+int BPF_KPROBE(kprobe_udp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct recv_args args = { .sk = (__u64)sk, .flags = flags };
+
+	bpf_map_update_elem(&recv_args, &tid, &args, BPF_ANY);
+	return 0;
+}
+
+SEC("kretprobe/udp_recvmsg")
+int BPF_KRETPROBE(kretprobe_udp_recvmsg, int ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct recv_args *args = bpf_map_lookup_elem(&recv_args, &tid);
+
+	if (!args)
+		return 0;
+	on_recv_return((const struct sock *)args->sk, ret, args->flags);
+	bpf_map_delete_elem(&recv_args, &tid);
+	return 0;
+}
 
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(tp_btf_sock_recv_length, struct sock *sk, int ret, int flags)
