@@ -92,8 +92,8 @@ struct {
  * (the index of its inode in cfg.netns), not yet taken by a receiver woken
  * from poll in that namespace. */
 struct ring_pending {
-	__u32 count;
-	__u32 pad;
+	__u32 head;	/* next to take (the receiver's side) */
+	__u32 tail;	/* next free (the stack's side) */
 	struct sp_flight_key keys[SP_RING_PENDING];
 };
 
@@ -411,12 +411,12 @@ static __always_inline void ring_push(const struct sk_buff *skb, const struct sp
 	pending = ring_of(skb_netns(skb));
 	if (!pending)
 		return;
-	slot = __sync_fetch_and_add(&pending->count, 1);
-	if (slot >= SP_RING_PENDING) {
+	slot = __sync_fetch_and_add(&pending->tail, 1);
+	if (slot - pending->head >= SP_RING_PENDING) {	/* the receiver is that far behind */
 		miss(SP_MISS_RING_FULL);
 		return;
 	}
-	pending->keys[slot] = *key;
+	pending->keys[slot % SP_RING_PENDING] = *key;
 }
 
 static __always_inline void ring_push_head(const struct sk_buff *skb, const struct ip_udp *h,
@@ -620,33 +620,44 @@ static __always_inline int on_packet_rcv(const struct sk_buff *skb)
 	return 0;
 }
 
-/* A thread of a ring receiver returns from poll: every request written to the
- * rings of its namespace since the last wake-up is now the application's. */
-static __always_inline int on_ring_wake(void)
+/* A thread of a ring receiver enters the kernel: every request written to the
+ * rings of its namespace since its last such call has been seen by it. A
+ * busy receiver reads a frame ring without waiting in poll, so its sends end
+ * the wait too; a block ring shows nothing before a poll returns its block. */
+static __always_inline int on_ring_wake(bool polled)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct ring_pending *pending;
+	struct sp_flight_key *key;
 	struct sp_flight *f;
+	__u32 head, tail;
 	__u64 now;
-	__u32 n;
 
-	if (!cfg.ring_receiver || !task_traced())
+	if (!cfg.ring_receiver || (!polled && cfg.ring_receiver == SP_RING_BLOCKS) ||
+	    !task_traced())
 		return 0;
 	pending = ring_of(BPF_CORE_READ(task, nsproxy, net_ns, ns.inum));
-	if (!pending || !pending->count)
+	if (!pending)
 		return 0;
-	n = __sync_lock_test_and_set(&pending->count, 0);
+	head = pending->head;
+	tail = pending->tail;
+	if (head == tail)
+		return 0;
+	if (tail - head > SP_RING_PENDING)
+		head = tail - SP_RING_PENDING;	/* the older ones were counted as ring_full */
 	now = bpf_ktime_get_ns();
-	for (__u32 i = 0; i < SP_RING_PENDING && i < n; i++) {
-		f = bpf_map_lookup_elem(&flights, &pending->keys[i]);
+	for (__u32 i = 0; i < SP_RING_PENDING && head + i != tail; i++) {
+		key = &pending->keys[(head + i) % SP_RING_PENDING];
+		f = bpf_map_lookup_elem(&flights, key);
 		if (!f)
 			continue;
 		record_stage(f->path, SP_STAGE_RING_WAIT, f->t_pkt ?: f->t_last, now);
 		record_stage(f->path, SP_STAGE_TOTAL, f->t_send, now);
 		count(f->path, SP_CNT_DELIVERED);
 		count(f->path, SP_CNT_RING_DELIVERED);
-		bpf_map_delete_elem(&flights, &pending->keys[i]);
+		bpf_map_delete_elem(&flights, key);
 	}
+	pending->head = tail;
 	return 0;
 }
 
@@ -718,15 +729,22 @@ static __always_inline int on_recv_return(const struct sock *sk, int ret, int fl
 	return 0;
 }
 
+/* A send starts; a ring receiver's send also means it has read its ring. */
+static __always_inline int on_send_enter(void)
+{
+	on_ring_wake(false);
+	return stamp_thread(&send_start);
+}
+
 /* Send and receive calls: classic syscall tracepoints fire only for these. */
 SEC("tracepoint/syscalls/sys_enter_sendto")
-int tp_sys_enter_sendto(void *ctx) { return stamp_thread(&send_start); }
+int tp_sys_enter_sendto(void *ctx) { return on_send_enter(); }
 
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int tp_sys_enter_sendmsg(void *ctx) { return stamp_thread(&send_start); }
+int tp_sys_enter_sendmsg(void *ctx) { return on_send_enter(); }
 
 SEC("tracepoint/syscalls/sys_enter_sendmmsg")
-int tp_sys_enter_sendmmsg(void *ctx) { return stamp_thread(&send_start); }
+int tp_sys_enter_sendmmsg(void *ctx) { return on_send_enter(); }
 
 SEC("tracepoint/syscalls/sys_enter_recvfrom")
 int tp_sys_enter_recvfrom(void *ctx) { return stamp_thread(&recv_start); }
@@ -821,13 +839,13 @@ int tp_sys_exit_recvmmsg(struct trace_event_raw_sys_exit *ctx) { return on_recvm
 
 /* Wake-ups of ring receivers: they wait in poll (or epoll), never in recv. */
 SEC("tracepoint/syscalls/sys_exit_poll")
-int tp_sys_exit_poll(void *ctx) { return on_ring_wake(); }
+int tp_sys_exit_poll(void *ctx) { return on_ring_wake(true); }
 
 SEC("tracepoint/syscalls/sys_exit_ppoll")
-int tp_sys_exit_ppoll(void *ctx) { return on_ring_wake(); }
+int tp_sys_exit_ppoll(void *ctx) { return on_ring_wake(true); }
 
 SEC("tracepoint/syscalls/sys_exit_epoll_wait")
-int tp_sys_exit_epoll_wait(void *ctx) { return on_ring_wake(); }
+int tp_sys_exit_epoll_wait(void *ctx) { return on_ring_wake(true); }
 
 /* Finer hooks, on kernels with BPF trampolines (fentry/fexit) or kprobes. */
 SEC("fentry/ip_do_fragment")

@@ -56,6 +56,16 @@ enum sp_extra_hist {
 	SP_NEXTRA_HISTS,
 };
 
+/* How the receiver reads: a socket, or a PF_PACKET ring that hands over frame
+ * by frame (TPACKET_V2: seen at its next poll return or send) or block by
+ * block (TPACKET_V3: seen only when a poll returns a retired block). */
+enum sp_ring_kind {
+	SP_RING_NONE,
+	SP_RING_FRAMES,
+	SP_RING_BLOCKS,
+	SP_NRING_KINDS,
+};
+
 /* Per-path datagram counters. */
 enum sp_path_counter {
 	SP_CNT_SENT,

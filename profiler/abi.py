@@ -99,6 +99,7 @@ EXTRA_HISTS = [m.removeprefix("SP_HIST_").lower() for m in parse_enum(_TEXT, "sp
 PATH_COUNTERS = [
     m.removeprefix("SP_CNT_").lower() for m in parse_enum(_TEXT, "sp_path_counter")[:-1]
 ]
+RING_KINDS = [m.removeprefix("SP_RING_").lower() for m in parse_enum(_TEXT, "sp_ring_kind")[:-1]]
 MISSES = [m.removeprefix("SP_MISS_").lower() for m in parse_enum(_TEXT, "sp_miss")[:-1]]
 Config = parse_struct(_TEXT, "sp_config", CONST)
 Stats = parse_struct(_TEXT, "sp_stats", CONST)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -11,6 +12,29 @@ from typing import Any, NoReturn
 from profiler.hooks import BY_NAME, KINDS
 
 TRANSPORTS = ("udp", "udp-mmsg", "packet-v2", "packet-v3", "tcp", "rds")
+
+
+def _transports(text: str) -> tuple[str, ...]:
+    """One transport, a comma list, or all (run one after another and compared)."""
+    if text == "all":
+        return TRANSPORTS
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in TRANSPORTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"transport must be all or among {','.join(TRANSPORTS)}, not {text!r}"
+        )
+    return names
+
+
+def _positive_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"milliseconds must be a number, not {text!r}") from None
+    if not 0 < value <= 60_000:
+        raise argparse.ArgumentTypeError(f"milliseconds must be in (0, 60000], not {value}")
+    return value
 
 
 class UsageError(Exception):
@@ -91,12 +115,37 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-live", action="store_true", help="print only the final table")
 
 
+def _transport_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("transport options")
+    g.add_argument(
+        "--batch", type=_int_range(1, 1024, "batch"), default=64, help="udp-mmsg: recvmmsg vlen"
+    )
+    g.add_argument(
+        "--batch-timeout-ms", type=_positive_ms, default=10.0, help="udp-mmsg: recvmmsg timeout"
+    )
+    g.add_argument("--send-batch", action="store_true", help="udp-mmsg: responses by sendmmsg")
+    g.add_argument(
+        "--frames-per-block",
+        type=_int_range(1, 4096, "frames per block"),
+        default=32,
+        help="packet-v3: frames per ring block",
+    )
+    g.add_argument(
+        "--block-timeout-ms", type=_positive_ms, default=10.0, help="packet-v3: block retire"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="stackprof", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("trace", help="trace a reference workload on a private topology")
-    t.add_argument("--transport", choices=TRANSPORTS, default="udp")
+    t.add_argument(
+        "--transport",
+        type=_transports,
+        default=("udp",),
+        help=f"{', '.join(TRANSPORTS)}; a comma list or all compares them (default udp)",
+    )
     t.add_argument("--mtu", type=_int_range(68, 65535, "MTU"), default=9000)
     t.add_argument("--clients", type=_int_range(1, 512, "clients"), default=8)
     t.add_argument("--request-size", type=_int_range(16, 65507, "request size"), default=512)
@@ -104,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--server-cpu", type=_int_range(0, 4095, "CPU"))
     t.add_argument("--client-cpu", type=_int_range(0, 4095, "CPU"))
     t.add_argument("--port", type=_int_range(1, 65535, "port"), default=7000)
+    _transport_options(t)
     _common(t)
 
     a = sub.add_parser("attach", help="trace existing traffic to/from a port range")
@@ -126,8 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_MAIN_PID = os.getpid()
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
-    """Unwind like Ctrl-C so every context manager cleans up."""
+    """Unwind like Ctrl-C so every context manager cleans up. A forked helper
+    (pyroute2 forks to enter namespaces) inherits this handler: it must just die,
+    never unwind the parent's stack and remove what the parent still uses."""
+    if os.getpid() != _MAIN_PID:
+        os._exit(128 + signum)
     raise KeyboardInterrupt
 
 
@@ -147,4 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as profiler.cli, not __main__: commands raise profiler.cli.UsageError.
+    from profiler import cli
+
+    sys.exit(cli.main())

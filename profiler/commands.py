@@ -13,12 +13,12 @@ from typing import Any
 
 from rich.console import Console
 
-from profiler.cli import UsageError
+from profiler.cli import TRANSPORTS, UsageError
 from profiler.run import Run, default_trace_path
 from profiler.session import AttachOptions, SessionError, TraceOptions, netns_inode
+from servers.workload import TransportOptions
 
 AF_RDS = 21
-IMPLEMENTED_TRANSPORTS = ("udp",)
 
 
 def rds_missing() -> str | None:
@@ -34,16 +34,18 @@ def rds_missing() -> str | None:
     return None
 
 
-def _check_transport(transport: str) -> None:
-    if transport == "rds":
-        why = rds_missing()
-        if why:
+def runnable_transports(asked: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The transports to run, and those left out of ``all`` with the reason.
+    RDS asked for by name on a kernel without it is a usage error."""
+    from servers.workload import TRANSPORTS as SERVED
+
+    skipped: dict[str, str] = {}
+    if "rds" in asked:
+        why = rds_missing() or "stackprof has no RDS reference server yet"
+        if asked != TRANSPORTS:
             raise UsageError(f"transport rds: {why}")
-    if transport not in IMPLEMENTED_TRANSPORTS:
-        raise UsageError(
-            f"transport {transport} is not available in this build "
-            f"(available: {', '.join(IMPLEMENTED_TRANSPORTS)})"
-        )
+        skipped["rds"] = why
+    return tuple(t for t in asked if t in SERVED), skipped
 
 
 def _need_root() -> None:
@@ -57,20 +59,19 @@ def _live(no_live: bool) -> Any:
     return LiveView(Console(force_terminal=False) if no_live else None)
 
 
-def _save(run: Run, args: argparse.Namespace) -> None:
-    path = run.save(args.out or default_trace_path(run.meta))
-    if args.json:
+def _save(run: Run, args: argparse.Namespace, several: bool = False) -> None:
+    """Save under traces/ (or --out: a file, or a folder when several runs are made)."""
+    default = default_trace_path(run.meta)
+    out = args.out / default.name if several and args.out else args.out
+    path = run.save(out or default)
+    if args.json and not several:
         args.json.write_text(json.dumps(run.summary(), indent=1))
     print(f"saved {path}", file=sys.stderr)
 
 
-def cmd_trace(args: argparse.Namespace) -> int:
-    from profiler import session
-
-    _check_transport(args.transport)
-    _need_root()
-    opts = TraceOptions(
-        transport=args.transport,
+def _trace_options(args: argparse.Namespace, transport: str) -> TraceOptions:
+    return TraceOptions(
+        transport=transport,
         mtu=args.mtu,
         duration=args.duration,
         clients=args.clients,
@@ -81,11 +82,38 @@ def cmd_trace(args: argparse.Namespace) -> int:
         port=args.port,
         kinds=args.hooks,
         skip=args.skip,
+        options=TransportOptions(
+            batch=args.batch,
+            batch_timeout_ms=args.batch_timeout_ms,
+            send_batch=args.send_batch,
+            frames_per_block=args.frames_per_block,
+            block_timeout_ms=args.block_timeout_ms,
+        ),
     )
-    with _live(args.no_live) as view:
-        run = session.trace(opts, view.update)
-        view.update(run, run.meta)
-    _save(run, args)
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    """One traced run per transport asked for; several are compared side by side."""
+    from profiler import session
+    from profiler.comparison import comparison_rows, render_transports
+
+    transports, skipped = runnable_transports(args.transport)
+    _need_root()
+    runs = []
+    for transport in transports:
+        with _live(args.no_live) as view:
+            run = session.trace(_trace_options(args, transport), view.update)
+            view.update(run, run.meta)
+        _save(run, args, several=len(args.transport) > 1)
+        runs.append(run)
+    if len(args.transport) > 1:
+        Console().print(render_transports(runs, skipped))
+        if args.json:
+            doc = {
+                "comparison": comparison_rows(runs, skipped),
+                "runs": [r.summary() for r in runs],
+            }
+            args.json.write_text(json.dumps(doc, indent=1))
     return 0
 
 

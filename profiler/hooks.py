@@ -156,7 +156,7 @@ PARENT: dict[str, str] = {
 # Stages only receivers on a PF_PACKET ring have (they replace ip_udp, sock_wait
 # and recv on the request path).
 RING_STAGES = ("pkt_deliver", "ring_wait")
-RING_TRANSPORTS = ("packet-v2", "packet-v3")
+RING_TRANSPORTS = {"packet-v2": "frames", "packet-v3": "blocks"}
 
 STAGE_HELP: dict[str, str] = {
     "total": "send syscall -> receive syscall returns",

@@ -160,11 +160,12 @@ def make_config(
     netns: list[int] | None = None,
     tgid: int | None = None,
     cgroup_id: int | None = None,
-    ring_receiver: bool = False,
+    ring: str = "none",
 ) -> ctypes.Structure:
-    """The rodata filters (service ports, namespaces, pid, cgroup), and whether
-    the receiver reads a PF_PACKET ring (its requests end at a poll wake-up)."""
-    cfg = abi.Config(port_lo=port_lo, port_hi=port_hi, ring_receiver=int(ring_receiver))
+    """The rodata filters (service ports, namespaces, pid, cgroup), and how the
+    receiver reads (abi.RING_KINDS: a socket, or a PF_PACKET ring of frames or
+    blocks, where its requests end when it has seen them)."""
+    cfg = abi.Config(port_lo=port_lo, port_hi=port_hi, ring_receiver=abi.RING_KINDS.index(ring))
     if netns:
         cfg.filter_netns = 1
         for i, inum in enumerate(netns[: abi.CONST["SP_MAX_NETNS"]]):

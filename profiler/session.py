@@ -11,13 +11,14 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from profiler.collector import collect
 from profiler.hooks import KINDS, RING_TRANSPORTS, STAGE_HELP, stages_for, unused_boundaries
 from profiler.loader import HookChoice, Tracer, choose_hooks, make_config
 from profiler.run import Run
+from servers.workload import TransportOptions
 
 Update = Callable[[Run, dict[str, Any]], None]
 
@@ -41,6 +42,7 @@ class TraceOptions:
     port: int = 7000
     kinds: tuple[str, ...] = KINDS
     skip: tuple[str, ...] = ()
+    options: TransportOptions = field(default_factory=TransportOptions)
 
 
 def hooks_or_fail(
@@ -113,6 +115,7 @@ def trace(opts: TraceOptions, on_update: Update) -> Run:
             "server_cpu": opts.server_cpu,
             "client_cpu": opts.client_cpu,
             "port": opts.port,
+            "transport_options": asdict(opts.options),
         }
     )
     with Topology(opts.mtu) as topo:
@@ -120,7 +123,7 @@ def trace(opts: TraceOptions, on_update: Update) -> Run:
             opts.port,
             opts.port,
             netns=list(topo.netns_inodes()),
-            ring_receiver=opts.transport in RING_TRANSPORTS,
+            ring=RING_TRANSPORTS.get(opts.transport, "none"),
         )
         with (
             Tracer(config, choice) as tracer,
@@ -134,6 +137,7 @@ def trace(opts: TraceOptions, on_update: Update) -> Run:
                 server_cpu=opts.server_cpu,
                 client_cpu=opts.client_cpu,
                 port=opts.port,
+                options=opts.options,
             ) as workload,
         ):
             watch(tracer, run, opts.duration, lambda: not workload.loadgen.running(), on_update)

@@ -202,6 +202,7 @@ class Topology:
         self.server_ip = f"10.213.{subnet}.2"
         self.prefixlen = 30
         self._created: list[str] = []
+        self._owner = pid
 
     def __enter__(self) -> Topology:
         remove_leftovers()
@@ -254,7 +255,11 @@ class Topology:
             raise RuntimeError(f"{ifname} in {ns}: MTU is {got}, wanted {self.mtu}")
 
     def close(self) -> None:
-        """Remove the namespaces made (veth goes with them); safe to call twice."""
+        """Remove the namespaces made (veth goes with them); safe to call twice.
+        Only the process that made them does: a forked child unwinding a copy of
+        the stack must leave them alone."""
+        if os.getpid() != self._owner:
+            return
         while self._created:
             _remove_netns(self._created.pop())
 
