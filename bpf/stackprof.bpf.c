@@ -112,13 +112,32 @@ struct {
 	__type(value, struct sp_flight_key);
 } queue_head SEC(".maps");
 
-/* The IPv4 header and, when it follows without options, the UDP ports. */
+/* Per traced TCP socket, the segment at the head of its receive queue and
+ * the sequence number just past it: a stream is read by bytes, so the
+ * segment is delivered by the receive that copies its last byte. */
+struct stream_head {
+	struct sp_flight_key key;
+	__u32 end_seq;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SP_THREAD_ENTRIES);
+	__type(key, __u64);
+	__type(value, struct stream_head);
+} stream_head SEC(".maps");
+
+/* The IPv4 header and, when it follows without options, the start of the UDP
+ * header (ports, length) or of the TCP header (ports, sequence, data offset). */
 struct ip_udp {
 	struct iphdr ip;
 	__be16 sport;
 	__be16 dport;
 	__be16 ulen;
 	__be16 check;
+	__be32 ack_seq;
+	__u8 tcp_doff;	/* data offset in the upper 4 bits */
 };
 
 static __always_inline __u32 log2_u64(__u64 v)
@@ -226,16 +245,26 @@ static __always_inline int stamp_thread(void *map)
 	return 0;
 }
 
-/* Read the IPv4 (+UDP ports) header at ptr; false if not a UDP/IPv4 packet. */
+/* Read the IPv4 header and the start of UDP or TCP at ptr; false for others. */
 static __always_inline bool read_ip_udp(const void *ptr, struct ip_udp *h)
 {
 	if (bpf_probe_read_kernel(h, sizeof(*h), ptr))
 		return false;
-	if (h->ip.version != 4 || h->ip.protocol != IPPROTO_UDP)
+	if (h->ip.version != 4 ||
+	    (h->ip.protocol != IPPROTO_UDP && h->ip.protocol != IPPROTO_TCP))
 		return false;
-	if (h->ip.ihl != 5 && bpf_probe_read_kernel(&h->sport, 8, ptr + h->ip.ihl * 4))
+	if (h->ip.ihl != 5 &&
+	    bpf_probe_read_kernel(&h->sport, sizeof(*h) - sizeof(h->ip), ptr + h->ip.ihl * 4))
 		return false;
 	return true;
+}
+
+/* Bytes of application data the packet carries (a datagram: all of it). */
+static __always_inline __u32 payload_len(const struct ip_udp *h)
+{
+	if (h->ip.protocol == IPPROTO_UDP)
+		return bpf_ntohs(h->ulen) - sizeof(struct udphdr);
+	return bpf_ntohs(h->ip.tot_len) - h->ip.ihl * 4 - (h->tcp_doff >> 4) * 4;
 }
 
 static __always_inline bool skb_is_ipv4(const struct sk_buff *skb)
@@ -327,9 +356,11 @@ static __always_inline int on_dev_queue(const struct sk_buff *skb)
 	now = bpf_ktime_get_ns();
 	if (now - *t_send > STALE_SEND_NS)
 		return 0;
+	flight.len = payload_len(&h);
+	if (!flight.len)
+		return 0;	/* a bare TCP acknowledgement carries no message */
 	flight.t_send = *t_send;
 	flight.t_queue = now;
-	flight.len = bpf_ntohs(h.ulen) - sizeof(struct udphdr);
 	flight_key(&h, frag_off(&h) & IP_MF, &key);
 	if (key.fragmented)
 		flight.frag_payload = bpf_ntohs(h.ip.tot_len) - h.ip.ihl * 4;
@@ -473,10 +504,15 @@ static __always_inline int on_stack_rx(const struct sk_buff *skb)
 	return 0;
 }
 
-static __always_inline bool sock_is_udp4(const struct sock *sk)
+/* IPPROTO_UDP or IPPROTO_TCP for the IPv4 sockets stackprof follows, else 0. */
+static __always_inline __u16 sock_proto4(const struct sock *sk)
 {
-	return BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET &&
-	       BPF_CORE_READ(sk, sk_protocol) == IPPROTO_UDP;
+	__u16 proto;
+
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET)
+		return 0;
+	proto = BPF_CORE_READ(sk, sk_protocol);
+	return proto == IPPROTO_UDP || proto == IPPROTO_TCP ? proto : 0;
 }
 
 /* A datagram after reassembly: a datagram without DF is looked up as
@@ -517,6 +553,30 @@ static __always_inline void note_head(const struct sock *sk, __u64 flags)
 		bpf_map_update_elem(&queue_head, &id, &key, flags);
 }
 
+static __always_inline __u32 tcp_end_seq(const struct sk_buff *skb)
+{
+	const struct tcp_skb_cb *cb =
+		(const void *)skb + bpf_core_field_offset(struct sk_buff, cb);
+
+	return BPF_CORE_READ(cb, end_seq);
+}
+
+/* Remember the segment now at the head of a TCP socket's receive queue. */
+static __always_inline void note_stream_head(const struct sock *sk, __u64 flags)
+{
+	struct stream_head head = {};
+	struct sk_buff *skb;
+	__u64 id = (__u64)sk;
+
+	if (!BPF_CORE_READ(sk, sk_receive_queue.qlen))
+		return;
+	skb = BPF_CORE_READ(sk, sk_receive_queue.next);
+	if (!datagram_flight(skb, &head.key))
+		return;
+	head.end_seq = tcp_end_seq(skb);
+	bpf_map_update_elem(&stream_head, &id, &head, flags);
+}
+
 /* The datagram of flight f is now in sk's queue. */
 static __always_inline void enqueued(struct sp_flight *f)
 {
@@ -534,8 +594,10 @@ static __always_inline int on_enqueue(const struct sock *sk)
 	struct sp_flight_key key = {};
 	struct sp_flight *f;
 	struct sk_buff *skb;
+	__u16 proto;
 
-	if (!sock_is_udp4(sk))
+	proto = sock_proto4(sk);
+	if (!proto)
 		return 0;
 	skb = BPF_CORE_READ(sk, sk_receive_queue.prev);
 	if ((void *)skb == (void *)&sk->sk_receive_queue)
@@ -547,7 +609,10 @@ static __always_inline int on_enqueue(const struct sock *sk)
 		enqueued(f);
 	/* A free head slot takes the queues' first datagram (not always this one:
 	 * two enqueues can race); a read in progress still owns a taken slot. */
-	note_head(sk, BPF_NOEXIST);
+	if (proto == IPPROTO_TCP)
+		note_stream_head(sk, BPF_NOEXIST);
+	else
+		note_head(sk, BPF_NOEXIST);
 	return 0;
 }
 
@@ -690,35 +755,37 @@ static __always_inline const struct sk_buff *take_skb(__u32 slot)
 	return (const struct sk_buff *)skb;
 }
 
+/* The receive call now returning handed the datagram of flight f over. */
+static __always_inline void delivered(struct sp_flight *f)
+{
+	__u64 now = bpf_ktime_get_ns(), wait_from = f->t_enq, start, *t_enter;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	if (!wait_from) {
+		count(f->path, SP_CNT_ENQUEUE_UNSEEN);
+		wait_from = f->t_last;
+	}
+	t_enter = bpf_map_lookup_elem(&recv_start, &tid);
+	start = t_enter && *t_enter > wait_from ? *t_enter : wait_from;
+	record_stage(f->path, SP_STAGE_SOCK_WAIT, wait_from, start);
+	record_stage(f->path, SP_STAGE_RECV, start, now);
+	record_stage(f->path, SP_STAGE_TOTAL, f->t_send, now);
+	count(f->path, SP_CNT_DELIVERED);
+}
+
 /* The datagram this receive returned, then the next head of the queue. */
-static __always_inline int on_recv_return(const struct sock *sk, int ret, int flags)
+static __always_inline int on_datagram_recv(const struct sock *sk, int ret)
 {
 	struct sp_flight_key *key;
-	__u64 now, wait_from, start, *t_enter, id = (__u64)sk;
 	struct sp_flight *f;
-	__u32 tid;
+	__u64 id = (__u64)sk;
 
-	if (ret < 0 || (flags & MSG_PEEK) || !sock_is_udp4(sk))
-		return 0;
 	key = bpf_map_lookup_elem(&queue_head, &id);
 	f = key ? bpf_map_lookup_elem(&flights, key) : NULL;
-	if (f && f->len != ret) {
+	if (f && f->len != ret)
 		miss(SP_MISS_PAIR_MISMATCH);
-	} else if (f && f->t_last) {
-		now = bpf_ktime_get_ns();
-		wait_from = f->t_enq;
-		if (!wait_from) {
-			count(f->path, SP_CNT_ENQUEUE_UNSEEN);
-			wait_from = f->t_last;
-		}
-		tid = (__u32)bpf_get_current_pid_tgid();
-		t_enter = bpf_map_lookup_elem(&recv_start, &tid);
-		start = t_enter && *t_enter > wait_from ? *t_enter : wait_from;
-		record_stage(f->path, SP_STAGE_SOCK_WAIT, wait_from, start);
-		record_stage(f->path, SP_STAGE_RECV, start, now);
-		record_stage(f->path, SP_STAGE_TOTAL, f->t_send, now);
-		count(f->path, SP_CNT_DELIVERED);
-	}
+	else if (f && f->t_last)
+		delivered(f);
 	if (f)
 		bpf_map_delete_elem(&flights, key);
 	/* Free the head slot before looking at the queues again, so that an
@@ -726,6 +793,67 @@ static __always_inline int on_recv_return(const struct sock *sk, int ret, int fl
 	if (key)
 		bpf_map_delete_elem(&queue_head, &id);
 	note_head(sk, BPF_ANY);
+	return 0;
+}
+
+/* A TCP receive returned: the head segment is delivered once its last byte
+ * has been copied (copied_seq past its end); a partial read waits. */
+static __always_inline int on_stream_recv(const struct sock *sk)
+{
+	struct stream_head *head;
+	struct sp_flight *f;
+	__u64 id = (__u64)sk;
+	__u32 copied;
+
+	head = bpf_map_lookup_elem(&stream_head, &id);
+	if (!head) {
+		note_stream_head(sk, BPF_NOEXIST);
+		return 0;
+	}
+	copied = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
+	if ((__s32)(copied - head->end_seq) < 0)
+		return 0;
+	f = bpf_map_lookup_elem(&flights, &head->key);
+	if (f && f->t_last)
+		delivered(f);
+	if (f)
+		bpf_map_delete_elem(&flights, &head->key);
+	bpf_map_delete_elem(&stream_head, &id);
+	note_stream_head(sk, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int on_recv_return(const struct sock *sk, int ret, int flags)
+{
+	__u16 proto;
+
+	if (ret <= 0 || (flags & MSG_PEEK))
+		return 0;
+	proto = sock_proto4(sk);
+	if (proto == IPPROTO_UDP)
+		return on_datagram_recv(sk, ret);
+	return proto == IPPROTO_TCP ? on_stream_recv(sk) : 0;
+}
+
+/* kprobe flavour of a receive: its socket and flags, kept for the return. */
+static __always_inline int recv_args_save(const struct sock *sk, int flags)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct recv_args args = { .sk = (__u64)sk, .flags = flags };
+
+	bpf_map_update_elem(&recv_args, &tid, &args, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int recv_args_return(int ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct recv_args *args = bpf_map_lookup_elem(&recv_args, &tid);
+
+	if (!args)
+		return 0;
+	on_recv_return((const struct sock *)args->sk, ret, args->flags);
+	bpf_map_delete_elem(&recv_args, &tid);
 	return 0;
 }
 
@@ -802,25 +930,27 @@ int BPF_PROG(fexit_udp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len,
 SEC("kprobe/udp_recvmsg")
 int BPF_KPROBE(kprobe_udp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct recv_args args = { .sk = (__u64)sk, .flags = flags };
-
-	bpf_map_update_elem(&recv_args, &tid, &args, BPF_ANY);
-	return 0;
+	return recv_args_save(sk, flags);
 }
 
 SEC("kretprobe/udp_recvmsg")
-int BPF_KRETPROBE(kretprobe_udp_recvmsg, int ret)
-{
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct recv_args *args = bpf_map_lookup_elem(&recv_args, &tid);
+int BPF_KRETPROBE(kretprobe_udp_recvmsg, int ret) { return recv_args_return(ret); }
 
-	if (!args)
-		return 0;
-	on_recv_return((const struct sock *)args->sk, ret, args->flags);
-	bpf_map_delete_elem(&recv_args, &tid);
-	return 0;
+SEC("fexit/tcp_recvmsg")
+int BPF_PROG(fexit_tcp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags,
+	     int *addr_len, int ret)
+{
+	return on_recv_return(sk, ret, flags);
 }
+
+SEC("kprobe/tcp_recvmsg")
+int BPF_KPROBE(kprobe_tcp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags)
+{
+	return recv_args_save(sk, flags);
+}
+
+SEC("kretprobe/tcp_recvmsg")
+int BPF_KRETPROBE(kretprobe_tcp_recvmsg, int ret) { return recv_args_return(ret); }
 
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(tp_btf_sock_recv_length, struct sock *sk, int ret, int flags)

@@ -19,6 +19,7 @@ from profiler.session import AttachOptions, SessionError, TraceOptions, netns_in
 from servers.workload import TransportOptions
 
 AF_RDS = 21
+NO_LIVE_WIDTH = 110  # final tables on a pipe: wide enough for every column unwrapped
 
 
 def rds_missing() -> str | None:
@@ -56,7 +57,7 @@ def _need_root() -> None:
 def _live(no_live: bool) -> Any:
     from profiler.tui import LiveView
 
-    return LiveView(Console(force_terminal=False) if no_live else None)
+    return LiveView(Console(force_terminal=False, width=NO_LIVE_WIDTH) if no_live else None)
 
 
 def _save(run: Run, args: argparse.Namespace, several: bool = False) -> None:

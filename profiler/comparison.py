@@ -16,9 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from profiler.abi import PATHS
-from profiler.hooks import PARENT, run_stages
+from profiler.hooks import run_stages
 from profiler.run import Run, batch_summary, hist_summary
-from profiler.tui import DASH, fmt_us
+from profiler.tui import DASH, fmt_us, stage_label
 
 
 def _per_s(count: float, seconds: float) -> float:
@@ -101,7 +101,7 @@ def stages_table(runs: list[Run], path: str) -> Table:
     for stage in stages:
         if not any(stage in p for p in percentiles):
             continue
-        label = Text(f"  └ {stage}" if stage in PARENT else stage)
+        label = stage_label(stage)
         cells = [
             Text(f"{fmt_us(p[stage][0])} / {fmt_us(p[stage][1])}" if stage in p else DASH)
             for p in percentiles

@@ -71,6 +71,21 @@ def _fine(function: str, name: str = "", ret: bool = False) -> tuple[Candidate, 
     )
 
 
+def _returns(*functions: str) -> tuple[Candidate, ...]:
+    """fexit on each of several functions, then kprobe + kretprobe on each."""
+    programs = tuple(f"{kind}_{f}" for f in functions for kind in ("kprobe", "kretprobe"))
+    return (
+        Candidate(
+            "fentry",
+            ",".join(f"fexit/{f}" for f in functions),
+            tuple(f"fexit_{f}" for f in functions),
+        ),
+        Candidate(
+            "kprobe", ",".join(functions), programs, tuple(f for f in functions for _ in "kr")
+        ),
+    )
+
+
 def _fine_any(*functions: str) -> tuple[Candidate, ...]:
     """fentry on each of several functions, then kprobes on each."""
     return (
@@ -105,7 +120,7 @@ BOUNDARIES: tuple[Boundary, ...] = (
     Boundary(
         "recv_return",
         "receive returns the datagram",
-        _fine("udp_recvmsg", ret=True) + _btf_family("sock_recv_length"),
+        _returns("udp_recvmsg", "tcp_recvmsg") + _btf_family("sock_recv_length"),
         True,
     ),
     Boundary("frag_tx", "the send enters ip_do_fragment", _fine("ip_do_fragment")),
@@ -174,8 +189,19 @@ STAGE_HELP: dict[str, str] = {
     "ip_local": "whole datagram -> udp_rcv (IP local delivery)",
     "udp_rcv": "udp_rcv -> socket enqueue (UDP lookup, checks, queueing)",
     "pkt_deliver": "last fragment at stack entry -> written to the packet ring",
-    "ring_wait": "-> the receiver returns from poll (ring dwell; V3: block retire)",
+    "ring_wait": "-> the receiver has seen it: poll returns, or (V2) its next send",
+    "ip_tcp": "segment at stack entry -> socket enqueue (IP, TCP)",
+    "stream_wait": "socket enqueue -> the receive call that copies its last byte starts",
 }
+
+
+# What a byte stream has no use for: fragments (TCP segments are never IP
+# fragments) and the UDP receive functions.
+UDP_ONLY_STAGES = ("frag_train", "udp_ip_tx", "fragment", "reassembly", "ip_local", "udp_rcv")
+UDP_ONLY_BOUNDARIES = ("frag_tx", "defrag_done", "udp_rcv", "udp_enqueue")
+
+# Stage names as a stream reads them (the data keeps the stable names).
+STREAM_LABELS = {"ip_udp": "ip_tcp", "sock_wait": "stream_wait"}
 
 
 def unused_boundaries(transport: str) -> tuple[str, ...]:
@@ -183,19 +209,28 @@ def unused_boundaries(transport: str) -> tuple[str, ...]:
     if transport in RING_TRANSPORTS or transport == "attach":
         return ()
     unused = ("pkt_rcv", "ring_wake")
+    if transport == "tcp":
+        return (*unused, "recvmmsg_ret", *UDP_ONLY_BOUNDARIES)
     return unused if transport == "udp-mmsg" else (*unused, "recvmmsg_ret")
 
 
 def stages_for(transport: str) -> tuple[str, ...]:
     """The stages a run of this transport can have, finer ones after their parent."""
-    skip = () if transport in (*RING_TRANSPORTS, "attach") else RING_STAGES
+    skip: tuple[str, ...] = () if transport in (*RING_TRANSPORTS, "attach") else RING_STAGES
+    if transport == "tcp":
+        skip += UDP_ONLY_STAGES
     order: list[str] = []
     for stage in STAGE_SPANS:
         if stage in PARENT or stage in skip:
             continue
         order.append(stage)
-        order.extend(child for child, parent in PARENT.items() if parent == stage)
+        order.extend(c for c, parent in PARENT.items() if parent == stage and c not in skip)
     return tuple(order)
+
+
+def stage_name(stage: str, transport: object) -> str:
+    """What a view calls the stage in a run of this transport."""
+    return STREAM_LABELS.get(stage, stage) if transport == "tcp" else stage
 
 
 def unobserved_stages(chosen: dict[str, Candidate | None]) -> list[str]:

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from profiler.abi import PATHS
-from profiler.hooks import STAGE_HELP, run_stages
+from profiler.hooks import STAGE_HELP, run_stages, stage_name
 from profiler.run import Run
 from profiler.tui import (
     DASH,
@@ -70,7 +70,8 @@ def hooks_table(info: Mapping[str, Any]) -> Table:
             cell = Text(f"unobserved ({hook})", style="yellow")
         else:
             cell = Text(hook, style="dim" if hook == DASH else "")
-        table.add_row(stage, STAGE_HELP.get(stage, ""), cell)
+        name = stage_name(stage, info.get("transport"))
+        table.add_row(name, STAGE_HELP.get(name, ""), cell)
     return table
 
 
@@ -92,7 +93,7 @@ def render_report(run: Run) -> RenderableType:
     """A saved run in full: metadata, stage tables, datagrams, misses and hooks."""
     info = info_of(run)
     parts: list[RenderableType] = [header_line(info), meta_table(run.meta)]
-    parts += [stage_table(run, path, info, describe=True) for path in PATHS]
+    parts += [stage_table(run, path, info) for path in PATHS]
     parts += [datagram_table(run), rtt_line(run), missed_table(run), hooks_table(info)]
     refused = refused_table(info)
     if refused is not None:
@@ -142,7 +143,7 @@ def compare_table(a: Run, b: Run, path: str, labels: tuple[str, str]) -> Table:
     summaries_b = path_summaries(b, path, info_of(b))
     stages = dict.fromkeys((*run_stages(a.meta), *run_stages(b.meta)))
     for stage in stages:
-        row: list[Text] = [stage_label(stage)]
+        row: list[Text] = [stage_label(stage, a.meta.get("transport"))]
         for key in ("p50_us", "p99_us"):
             va = _percentile(summaries_a.get(stage), key)
             vb = _percentile(summaries_b.get(stage), key)

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from profiler.abi import MISSES, PATHS, STAGES
-from profiler.hooks import PARENT, STAGE_HELP, STAGE_SPANS, run_stages
+from profiler.hooks import PARENT, STAGE_SPANS, run_stages, stage_name
 from profiler.run import Run, batch_summary
 
 DASH = "—"
@@ -132,12 +132,10 @@ def stage_shares(summaries: Mapping[str, Mapping[str, float]]) -> dict[str, floa
     return {s: (v / whole if whole else 0.0) for s, v in p50.items()}
 
 
-def stage_table(run: Run, path: str, info: Mapping[str, Any], describe: bool = False) -> Table:
+def stage_table(run: Run, path: str, info: Mapping[str, Any]) -> Table:
     """Per stage: count, percentiles and max in µs, and a bar of its share of the time."""
     table = Table(title=f"{path} path (µs)", box=box.SIMPLE_HEAD, title_justify="left")
-    table.add_column("stage")
-    if describe:
-        table.add_column("span", style="dim", max_width=48)
+    table.add_column("stage", no_wrap=True, min_width=STAGE_WIDTH)
     table.add_column("count", justify="right")
     for label, _ in PERCENTILES:
         table.add_column(label, justify="right")
@@ -145,19 +143,22 @@ def stage_table(run: Run, path: str, info: Mapping[str, Any], describe: bool = F
     summaries = path_summaries(run, path, info)
     shares = stage_shares(summaries)
     for stage in run_stages(info):
-        row = [stage_label(stage)]
-        if describe:
-            row.append(Text(STAGE_HELP.get(stage, "")))
+        row = [stage_label(stage, info.get("transport"))]
         row.extend(_stage_cells(stage, summaries.get(stage), shares))
         table.add_row(*row)
     return table
 
 
-def stage_label(stage: str) -> Text:
-    """The stage's name; a finer stage indented under the one it splits."""
+STAGE_WIDTH = max(len(s) for s in STAGE_SPANS) + 2
+
+
+def stage_label(stage: str, transport: object = None) -> Text:
+    """The stage's name (as the transport reads it); a finer stage indented under
+    the one it splits."""
+    name = stage_name(stage, transport)
     if stage in PARENT:
-        return Text(f"  └ {stage}", style="dim")
-    return Text(stage, style="bold" if stage == "total" else "")
+        return Text(f"└ {name}", style="dim")
+    return Text(name, style="bold" if stage == "total" else "")
 
 
 def _stage_cells(
@@ -192,7 +193,7 @@ def datagram_table(run: Run) -> Table:
         table.add_column(path, justify="right")
     for name in (*headline, *extras):
         cells = [_counter_cell(name, row.get(name, 0)) for row in rows.values()]
-        table.add_row(name.removeprefix("kernel_"), *cells)
+        table.add_row(name, *cells)
     return table
 
 

@@ -142,3 +142,18 @@ def test_bad_transport_options_exit_2_with_one_line(args: tuple[str, ...]) -> No
     proc = stackprof("trace", *args)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("stackprof: error:")
+
+
+def test_tcp_messages_are_followed_by_their_bytes(compared: dict[str, Any]) -> None:
+    """A stream has no datagrams: a message's segment is delivered by the read that
+    copies its last byte, and the views name the stages for a stream."""
+    run = compared["by"]["tcp"]
+    client = run["meta"]["client"]
+    for path, sent in (("request", client["sent"]), ("response", client["received"])):
+        row = run["datagrams"][path]
+        assert abs(row["traced"] - sent) <= CLIENTS + 0.01 * sent, (path, row, sent)
+        assert stage(run, path, "total")["count"] == row["traced"]
+    assert "frag_train" not in run["meta"]["stages"]
+    screen = compared["screen"].split("stackprof · tcp ·")[1]
+    request = screen.split("request path")[1].split("response path")[0]
+    assert "ip_tcp" in request and "stream_wait" in request and "ip_udp" not in request
