@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from profiler import abi  # noqa: E402
+from profiler.hooks import unused_boundaries  # noqa: E402
 from profiler.libbpf import BPFObject, Program  # noqa: E402
 from profiler.loader import OBJECT, HookChoice, Tracer, choose_hooks, make_config  # noqa: E402
 from servers.topology import NETNS_DIR, PREFIX, Topology  # noqa: E402
@@ -403,7 +404,7 @@ def print_cost(cost: EventCost) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    choice = choose_hooks()
+    choice = choose_hooks(skip=unused_boundaries("udp"))
     missing = choice.missing_required()
     if missing:
         raise SystemExit(f"no working hook for {', '.join(missing)}")
