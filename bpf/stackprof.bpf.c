@@ -66,6 +66,14 @@ struct {
  * (softirq work does not nest on one CPU). */
 enum { ARG_IP_DEFRAG, ARG_UDP_ENQUEUE, NARGS };
 
+/* When the running ip_defrag call started, per CPU (softirq work does not nest). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} defrag_start SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, NARGS);
@@ -634,17 +642,38 @@ static __always_inline int on_udp_enqueue_ret(const struct sk_buff *skb, int ret
 	return 0;
 }
 
-/* ip_defrag returned: 0 means skb is now the whole datagram. Who asked for
- * the reassembly says whether netfilter (conntrack) moved it to PREROUTING. */
+/* ip_defrag returned: 0 means skb is now the whole datagram, and this call's
+ * time is the reassembly's CPU. Who asked for the reassembly says whether
+ * netfilter (conntrack) moved it to PREROUTING. */
+static __always_inline int on_defrag_enter(void)
+{
+	__u32 zero = 0;
+	__u64 *start = bpf_map_lookup_elem(&defrag_start, &zero);
+
+	if (start)
+		*start = bpf_ktime_get_ns();
+	return 0;
+}
+
 static __always_inline int on_defrag_ret(const struct sk_buff *skb, __u32 user, int ret)
 {
+	__u64 *start, t_entry;
 	struct sp_flight_key key = {};
 	struct sp_flight *f;
+	__u32 zero = 0;
 
+	start = bpf_map_lookup_elem(&defrag_start, &zero);
+	if (!start)
+		return 0;
+	t_entry = *start;
+	*start = 0;
 	if (ret || !skb || !(f = datagram_flight(skb, &key)) || f->t_defrag)
 		return 0;
 	f->t_defrag = bpf_ktime_get_ns();
-	record_stage(f->path, SP_STAGE_REASSEMBLY, f->t_last, f->t_defrag);
+	if (t_entry >= f->t_last) {
+		record_stage(f->path, SP_STAGE_IP_RX, f->t_last, t_entry);
+		record_stage(f->path, SP_STAGE_REASSEMBLY, t_entry, f->t_defrag);
+	}
 	count(f->path, user == IP_DEFRAG_LOCAL_DELIVER ? SP_CNT_DEFRAG_LOCAL : SP_CNT_DEFRAG_NETFILTER);
 	return 0;
 }
@@ -990,6 +1019,12 @@ int BPF_KPROBE(kprobe_ip_do_fragment, struct net *net, struct sock *sk, struct s
 	return on_fragment(skb);
 }
 
+SEC("fentry/ip_defrag")
+int BPF_PROG(fentry_ip_defrag, struct net *net, struct sk_buff *skb, u32 user)
+{
+	return on_defrag_enter();
+}
+
 SEC("fexit/ip_defrag")
 int BPF_PROG(fexit_ip_defrag, struct net *net, struct sk_buff *skb, u32 user, int ret)
 {
@@ -999,6 +1034,7 @@ int BPF_PROG(fexit_ip_defrag, struct net *net, struct sk_buff *skb, u32 user, in
 SEC("kprobe/ip_defrag")
 int BPF_KPROBE(kprobe_ip_defrag, struct net *net, struct sk_buff *skb, u32 user)
 {
+	on_defrag_enter();
 	return save_skb(ARG_IP_DEFRAG, skb);
 }
 

@@ -124,7 +124,14 @@ BOUNDARIES: tuple[Boundary, ...] = (
         True,
     ),
     Boundary("frag_tx", "the send enters ip_do_fragment", _fine("ip_do_fragment")),
-    Boundary("defrag_done", "ip_defrag returns the whole datagram", _fine("ip_defrag", ret=True)),
+    Boundary(
+        "defrag_done",
+        "ip_defrag entry and return of the whole datagram",
+        (
+            Candidate("fentry", "fentry+fexit/ip_defrag", ("fentry_ip_defrag", "fexit_ip_defrag")),
+            *_fine("ip_defrag", ret=True)[1:],
+        ),
+    ),
     Boundary("udp_rcv", "UDP receive entry (udp_rcv)", _fine("udp_rcv")),
     Boundary(
         "udp_enqueue",
@@ -151,7 +158,8 @@ STAGE_SPANS: dict[str, tuple[str, str]] = {
     "recv": ("recv_enter", "recv_return"),
     "udp_ip_tx": ("send_enter", "frag_tx"),
     "fragment": ("frag_tx", "dev_queue"),
-    "reassembly": ("stack_rx", "defrag_done"),
+    "ip_rx": ("stack_rx", "defrag_done"),
+    "reassembly": ("defrag_done", "defrag_done"),
     "ip_local": ("stack_rx", "udp_rcv"),
     "udp_rcv": ("udp_rcv", "sk_enqueue"),
     "pkt_deliver": ("stack_rx", "pkt_rcv"),
@@ -163,6 +171,7 @@ STAGE_SPANS: dict[str, tuple[str, str]] = {
 PARENT: dict[str, str] = {
     "udp_ip_tx": "send",
     "fragment": "send",
+    "ip_rx": "ip_udp",
     "reassembly": "ip_udp",
     "ip_local": "ip_udp",
     "udp_rcv": "ip_udp",
@@ -185,7 +194,8 @@ STAGE_HELP: dict[str, str] = {
     "recv": "-> receive returns (wake-up, dequeue, copy)",
     "udp_ip_tx": "send syscall -> ip_do_fragment (UDP, IP, routing)",
     "fragment": "ip_do_fragment -> first fragment queued (fragmenting)",
-    "reassembly": "last fragment at stack entry -> ip_defrag returns the datagram",
+    "ip_rx": "last fragment at stack entry -> ip_defrag (IP receive, routing)",
+    "reassembly": "ip_defrag of the last fragment (the reassembly's CPU)",
     "ip_local": "whole datagram -> udp_rcv (IP local delivery)",
     "udp_rcv": "udp_rcv -> socket enqueue (UDP lookup, checks, queueing)",
     "pkt_deliver": "last fragment at stack entry -> written to the packet ring",
@@ -197,7 +207,15 @@ STAGE_HELP: dict[str, str] = {
 
 # What a byte stream has no use for: fragments (TCP segments are never IP
 # fragments) and the UDP receive functions.
-UDP_ONLY_STAGES = ("frag_train", "udp_ip_tx", "fragment", "reassembly", "ip_local", "udp_rcv")
+UDP_ONLY_STAGES = (
+    "frag_train",
+    "udp_ip_tx",
+    "fragment",
+    "ip_rx",
+    "reassembly",
+    "ip_local",
+    "udp_rcv",
+)
 UDP_ONLY_BOUNDARIES = ("frag_tx", "defrag_done", "udp_rcv", "udp_enqueue")
 
 # Stage names as a stream reads them (the data keeps the stable names).
