@@ -159,7 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("attach", help="trace existing traffic to/from a port range")
     a.add_argument("--ports", type=_port_range, required=True, help="service ports, LO-HI")
     a.add_argument("--pid", type=_int_range(1, 1 << 22, "pid"))
-    a.add_argument("--netns", help="namespace name (/run/netns) or path (/proc/PID/ns/net)")
+    a.add_argument(
+        "--netns",
+        help="senders' namespaces, comma-separated: names (/run/netns) or paths (/proc/PID/ns/net)",
+    )
     a.add_argument("--cgroup", type=Path, help="cgroup v2 directory of the senders")
     _common(a)
 

@@ -13,12 +13,14 @@ from typing import Any
 
 from rich.console import Console
 
+from profiler import abi
 from profiler.cli import TRANSPORTS, UsageError
 from profiler.run import Run, default_trace_path
 from profiler.session import AttachOptions, SessionError, TraceOptions, netns_inode
 from servers.workload import TransportOptions
 
 AF_RDS = 21
+MAX_NETNS = abi.CONST["SP_MAX_NETNS"]
 NO_LIVE_WIDTH = 110  # final tables on a pipe: wide enough for every column unwrapped
 
 
@@ -118,11 +120,24 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def _netns_inodes(names: str) -> list[int]:
+    """Inodes of the comma-separated namespaces (names in /run/netns, or paths)."""
+    inodes = []
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        try:
+            inodes.append(netns_inode(name))
+        except SessionError as exc:
+            raise UsageError(str(exc)) from None
+    if not 0 < len(inodes) <= MAX_NETNS:
+        raise UsageError(f"--netns takes 1 to {MAX_NETNS} namespaces, not {len(inodes)}")
+    return inodes
+
+
 def cmd_attach(args: argparse.Namespace) -> int:
     from profiler import session
 
     _need_root()
-    netns = [netns_inode(args.netns)] if args.netns else None
+    netns = _netns_inodes(args.netns) if args.netns else None
     cgroup_id = None
     if args.cgroup:
         if not args.cgroup.is_dir():

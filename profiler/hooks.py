@@ -224,9 +224,11 @@ STREAM_LABELS = {"ip_udp": "ip_tcp", "sock_wait": "stream_wait"}
 
 def unused_boundaries(transport: str) -> tuple[str, ...]:
     """Hook points that serve no stage of this transport (left unhooked)."""
-    if transport in RING_TRANSPORTS or transport == "attach":
+    if transport in RING_TRANSPORTS:
         return ()
     unused = ("pkt_rcv", "ring_wake")
+    if transport == "attach":
+        return unused
     if transport == "tcp":
         return (*unused, "recvmmsg_ret", *UDP_ONLY_BOUNDARIES)
     return unused if transport == "udp-mmsg" else (*unused, "recvmmsg_ret")
@@ -234,7 +236,7 @@ def unused_boundaries(transport: str) -> tuple[str, ...]:
 
 def stages_for(transport: str) -> tuple[str, ...]:
     """The stages a run of this transport can have, finer ones after their parent."""
-    skip: tuple[str, ...] = () if transport in (*RING_TRANSPORTS, "attach") else RING_STAGES
+    skip: tuple[str, ...] = () if transport in RING_TRANSPORTS else RING_STAGES
     if transport == "tcp":
         skip += UDP_ONLY_STAGES
     order: list[str] = []
