@@ -21,7 +21,8 @@ _lib = ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=T
 
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 _libc = ctypes.CDLL(None)
-_libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+_libc.vasprintf.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_void_p]
+_libc.free.argtypes = [ctypes.c_void_p]
 
 
 def _sig(name: str, restype: object, *argtypes: object) -> None:
@@ -78,9 +79,15 @@ class _Log:
         _lib.libbpf_set_print(self.callback)
 
     def _print(self, level: int, fmt: bytes, args: int) -> int:
-        buf = ctypes.create_string_buffer(1 << 20)
-        _libc.vsnprintf(buf, len(buf), fmt, args)
-        self.lines().append(buf.value.decode(errors="replace").rstrip())
+        # vasprintf sizes the buffer: a fixed 1 MiB one per message (thousands per
+        # load) cost seconds of memset, minutes under emulation.
+        text = ctypes.c_void_p()
+        if _libc.vasprintf(ctypes.byref(text), fmt, args) < 0 or not text.value:
+            return 0
+        try:
+            self.lines().append(ctypes.string_at(text.value).decode(errors="replace").rstrip())
+        finally:
+            _libc.free(text)
         return 0
 
     def lines(self) -> list[str]:
