@@ -585,12 +585,16 @@ static __always_inline void note_stream_head(const struct sock *sk, __u64 flags)
 	bpf_map_update_elem(&stream_head, &id, &head, flags);
 }
 
-/* The datagram of flight f is now in sk's queue. */
+/* The datagram of flight f is now in sk's queue. Two CPUs enqueueing to one
+ * socket can both find it at the tail: only the first records it. */
 static __always_inline void enqueued(struct sp_flight *f)
 {
-	f->t_enq = bpf_ktime_get_ns();
-	record_stage(f->path, SP_STAGE_IP_UDP, f->t_last, f->t_enq);
-	record_stage(f->path, SP_STAGE_UDP_RCV, f->t_udp, f->t_enq);
+	__u64 now = bpf_ktime_get_ns();
+
+	if (__sync_val_compare_and_swap(&f->t_enq, 0, now))
+		return;
+	record_stage(f->path, SP_STAGE_IP_UDP, f->t_last, now);
+	record_stage(f->path, SP_STAGE_UDP_RCV, f->t_udp, now);
 	count(f->path, SP_CNT_ENQUEUED);
 }
 
