@@ -183,7 +183,8 @@ _MAIN_PID = os.getpid()
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    """Unwind like Ctrl-C so every context manager cleans up. A forked helper
+    """Unwind like Ctrl-C (on SIGTERM, or SIGHUP when the terminal goes away) so
+    every context manager cleans up. A forked helper
     (pyroute2 forks to enter namespaces) inherits this handler: it must just die,
     never unwind the parent's stack and remove what the parent still uses."""
     if os.getpid() != _MAIN_PID:
@@ -192,7 +193,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _on_sigterm)
     try:
         args = build_parser().parse_args(argv)
         from profiler import commands

@@ -61,6 +61,7 @@ def fill_run(run: Run, stats: Any, recursion_misses: int = 0) -> Run:
         row = run.datagrams.setdefault(path, {})
         row.update({f"kernel_{k}": v for k, v in kernel.items()})
         row["traced"] = kernel["delivered"]
+        row["sent"] = kernel["sent"]  # until the applications' own count replaces it
     run.batch = histogram_from_buckets(tuple(stats.hist[abi.hist_index("request", "batch")]))
     run.missed.update({name: int(stats.missed[i]) for i, name in enumerate(abi.MISSES)})
     run.missed["recursion_misses"] = recursion_misses

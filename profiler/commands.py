@@ -108,6 +108,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
             run = session.trace(_trace_options(args, transport), view.update)
             view.update(run, run.meta)
         _save(run, args, several=len(args.transport) > 1)
+        if run.meta.get("interrupted"):
+            raise KeyboardInterrupt
         runs.append(run)
     if len(args.transport) > 1:
         Console().print(render_transports(runs, skipped))
@@ -157,6 +159,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
         run = session.attach(opts, view.update)
         view.update(run, run.meta)
     _save(run, args)
+    if run.meta.get("interrupted"):
+        raise KeyboardInterrupt
     return 0
 
 

@@ -7,10 +7,11 @@ the live view and hand back the final one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -79,7 +80,9 @@ def base_meta(choice: HookChoice, transport: str) -> dict[str, Any]:
 
 
 def _status(run: Run, started: float, duration: float) -> dict[str, Any]:
-    return {**run.meta, "elapsed_s": round(time.monotonic() - started, 1), "duration_s": duration}
+    """The live header's clock: it stops at the duration while the last replies drain."""
+    elapsed = min(time.monotonic() - started, duration)
+    return {**run.meta, "elapsed_s": round(elapsed, 1), "duration_s": duration}
 
 
 def watch(
@@ -91,6 +94,16 @@ def watch(
         time.sleep(min(1.0, max(0.05, duration + 5 - (time.monotonic() - started))))
         collect(tracer, run)
         on_update(run, _status(run, started, duration))
+
+
+@contextlib.contextmanager
+def interruptible(run: Run) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM, SIGHUP) ends the measuring early but keeps what was
+    measured: the run says it was interrupted, and the caller saves it."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        run.meta["interrupted"] = True
 
 
 def finish(tracer: Tracer, run: Run) -> Run:
@@ -140,11 +153,14 @@ def trace(opts: TraceOptions, on_update: Update) -> Run:
                 options=opts.options,
             ) as workload,
         ):
-            watch(tracer, run, opts.duration, lambda: not workload.loadgen.running(), on_update)
-            result = workload.wait()
-            time.sleep(0.2)
+            result = None
+            with interruptible(run):
+                watch(tracer, run, opts.duration, lambda: not workload.loadgen.running(), on_update)
+                result = workload.wait()
+                time.sleep(0.2)
             finish(tracer, run)
-    record_workload(run, result)
+    if result is not None:
+        record_workload(run, result)
     return run
 
 
@@ -198,7 +214,8 @@ def attach(opts: AttachOptions, on_update: Update) -> Run:
     )
     deadline = time.monotonic() + opts.duration
     with Tracer(config, choice) as tracer:
-        watch(tracer, run, opts.duration, lambda: time.monotonic() >= deadline, on_update)
+        with interruptible(run):
+            watch(tracer, run, opts.duration, lambda: time.monotonic() >= deadline, on_update)
         finish(tracer, run)
     return run
 

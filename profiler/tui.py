@@ -132,7 +132,9 @@ def stage_shares(summaries: Mapping[str, Mapping[str, float]]) -> dict[str, floa
     return {s: (v / whole if whole else 0.0) for s, v in p50.items()}
 
 
-def stage_table(run: Run, path: str, info: Mapping[str, Any]) -> Table:
+def stage_table(
+    run: Run, path: str, info: Mapping[str, Any], hide_unobserved: bool = False
+) -> Table:
     """Per stage: count, percentiles and max in µs, and a bar of its share of the time."""
     table = Table(title=f"{path} path (µs)", box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("stage", no_wrap=True, min_width=STAGE_WIDTH)
@@ -142,7 +144,10 @@ def stage_table(run: Run, path: str, info: Mapping[str, Any]) -> Table:
     table.add_column("share of Σ p50", no_wrap=True, min_width=BAR_WIDTH + 5)
     summaries = path_summaries(run, path, info)
     shares = stage_shares(summaries)
+    hidden = set(info.get("unobserved") or ()) if hide_unobserved else set()
     for stage in run_stages(info):
+        if stage in hidden:
+            continue
         row = [stage_label(stage, info.get("transport"))]
         row.extend(_stage_cells(stage, summaries.get(stage), shares))
         table.add_row(*row)
@@ -275,12 +280,26 @@ def hooks_line(info: Mapping[str, Any]) -> Text:
     return text
 
 
-def render(run: Run, status: Mapping[str, Any]) -> RenderableType:
-    """The whole live screen for one moment of a run."""
+def missed_line(run: Run) -> Text:
+    """Every missed-event counter on one line (the live screen's form of missed_table)."""
+    text = Text("missed events: ", style="bold")
+    names = list(MISSES) + sorted(set(run.missed) - set(MISSES))
+    for index, name in enumerate(names):
+        count = int(run.missed.get(name, 0))
+        text.append(" · " if index else "")
+        text.append(f"{name} {count}", style="bold red" if count else "dim")
+    return text
+
+
+def render(run: Run, status: Mapping[str, Any], compact: bool = False) -> RenderableType:
+    """The whole screen for one moment of a run. compact (while it runs) fits a
+    terminal: stages no hook could observe are left to the 'unobserved' line and
+    the missed counters take one line."""
     info = info_of(run, status)
     parts: list[RenderableType] = [header_line(info)]
-    parts += [stage_table(run, path, info) for path in PATHS]
-    parts += [datagram_table(run), rtt_line(run), missed_table(run), hooks_line(info)]
+    parts += [stage_table(run, path, info, hide_unobserved=compact) for path in PATHS]
+    parts += [datagram_table(run), rtt_line(run)]
+    parts += [missed_line(run) if compact else missed_table(run), hooks_line(info)]
     return Group(*parts)
 
 
@@ -314,7 +333,7 @@ class LiveView:
         self._latest = (run, dict(status))
         now = time.monotonic()
         if self._live is not None and now - self._rendered_at >= self.refresh_s:
-            self._live.update(render(run, status))
+            self._live.update(render(run, status, compact=True))
             self._rendered_at = now
 
     def stop(self) -> None:
