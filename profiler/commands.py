@@ -62,6 +62,12 @@ def _live(no_live: bool) -> Any:
     return LiveView(Console(force_terminal=False, width=NO_LIVE_WIDTH) if no_live else None)
 
 
+def output_console() -> Console:
+    """The terminal as it is; on a pipe or file, wide enough that no column wraps."""
+    console = Console()
+    return console if console.is_terminal else Console(width=NO_LIVE_WIDTH)
+
+
 def _save(run: Run, args: argparse.Namespace, several: bool = False) -> None:
     """Save under traces/ (or --out: a file, or a folder when several runs are made)."""
     default = default_trace_path(run.meta)
@@ -112,7 +118,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt
         runs.append(run)
     if len(args.transport) > 1:
-        Console().print(render_transports(runs, skipped))
+        output_console().print(render_transports(runs, skipped))
         if args.json:
             doc = {
                 "comparison": comparison_rows(runs, skipped),
@@ -174,14 +180,14 @@ def _load(path: Path) -> Run:
 def cmd_report(args: argparse.Namespace) -> int:
     from profiler.report import render_report
 
-    Console().print(render_report(_load(args.file)))
+    output_console().print(render_report(_load(args.file)))
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from profiler.report import render_compare
 
-    Console().print(render_compare(_load(args.a), _load(args.b), (args.a.stem, args.b.stem)))
+    output_console().print(render_compare(_load(args.a), _load(args.b), (args.a.stem, args.b.stem)))
     return 0
 
 

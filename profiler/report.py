@@ -20,6 +20,7 @@ from profiler.hooks import STAGE_HELP, run_stages, stage_name
 from profiler.run import Run
 from profiler.tui import (
     DASH,
+    STAGE_WIDTH,
     datagram_table,
     fmt_us,
     header_line,
@@ -134,15 +135,17 @@ def _us_cell(value: float | None) -> Text:
 
 def compare_table(a: Run, b: Run, path: str, labels: tuple[str, str]) -> Table:
     """Stage by stage p50 and p99 of both runs and their deltas, total first."""
-    table = Table(title=f"{path} path (µs)", box=box.SIMPLE_HEAD, title_justify="left")
-    table.add_column("stage")
+    title = f"{path} path (µs): A = {labels[0]}, B = {labels[1]}"
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("stage", no_wrap=True, min_width=STAGE_WIDTH)
     for pct in ("p50", "p99"):
-        for name in (f"{labels[0]} {pct}", f"{labels[1]} {pct}", f"Δ {pct}", "Δ%"):
+        for name in (f"A {pct}", f"B {pct}", f"Δ {pct}", "Δ%"):
             table.add_column(name, justify="right")
     summaries_a = path_summaries(a, path, info_of(a))
     summaries_b = path_summaries(b, path, info_of(b))
+    unseen = set(a.meta.get("unobserved") or ()) & set(b.meta.get("unobserved") or ())
     stages = dict.fromkeys((*run_stages(a.meta), *run_stages(b.meta)))
-    for stage in stages:
+    for stage in (s for s in stages if s not in unseen):
         row: list[Text] = [stage_label(stage, a.meta.get("transport"))]
         for key in ("p50_us", "p99_us"):
             va = _percentile(summaries_a.get(stage), key)
