@@ -233,15 +233,16 @@ def test_reassembly_counts_every_fragmented_datagram(traces: dict[str, Trace], n
 
 @pytest.mark.parametrize("name", ["fentry", "kprobe"])
 def test_receive_side_fine_stages_count_every_datagram(traces: dict[str, Trace], name: str) -> None:
-    """ip_local once per datagram reaching udp_rcv, udp_rcv once per enqueue."""
+    """ip_local once per datagram reaching udp_rcv, udp_rcv once per enqueue, and each
+    datagram enqueued once (two CPUs can find one at a socket's tail: the server's)."""
     run = traces[name]
     for path in PATHS:
         row = run.summary()["datagrams"][path]
         sent, enqueued = row["kernel_sent"], row["kernel_enqueued"]
         ip_local, udp_rcv = run.count(path, "ip_local"), run.count(path, "udp_rcv")
         assert sent - CLIENTS <= ip_local <= sent, (path, ip_local, row)
-        assert abs(udp_rcv - enqueued) <= CLIENTS, (path, udp_rcv, row)
-        assert abs(enqueued - sent) <= CLIENTS, (path, row)
+        assert enqueued - CLIENTS <= udp_rcv <= enqueued, (path, udp_rcv, row)
+        assert sent - CLIENTS <= enqueued <= sent, (path, row)
 
 
 @pytest.mark.parametrize("name", ["fentry", "kprobe"])
