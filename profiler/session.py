@@ -113,9 +113,6 @@ def finish(tracer: Tracer, run: Run) -> Run:
 
 def trace(opts: TraceOptions, on_update: Update) -> Run:
     """Run the reference workload on a private topology under the tracer."""
-    from servers.topology import Topology
-    from servers.workload import Workload
-
     choice = hooks_or_fail(opts.kinds, opts.skip, opts.transport)
     run = Run(
         meta={
@@ -131,6 +128,17 @@ def trace(opts: TraceOptions, on_update: Update) -> Run:
             "transport_options": asdict(opts.options),
         }
     )
+    try:
+        return _trace_in_topology(opts, choice, run, on_update)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        raise SessionError(f"{opts.transport} run failed: {exc}") from exc
+
+
+def _trace_in_topology(opts: TraceOptions, choice: HookChoice, run: Run, on_update: Update) -> Run:
+    """The topology, the tracer and the workload, each torn down whatever happens."""
+    from servers.topology import Topology
+    from servers.workload import Workload
+
     with Topology(opts.mtu) as topo:
         config = make_config(
             opts.port,

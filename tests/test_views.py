@@ -22,7 +22,7 @@ from profiler.abi import MISSES, PATHS, STAGES
 from profiler.export import export, to_dataframe, write_csv, write_hdr_log
 from profiler.hooks import PARENT, stages_for
 from profiler.report import render_compare, render_report
-from profiler.run import Run, hist_summary, new_histogram
+from profiler.run import Run, hist_summary, mean_value, new_histogram
 from profiler.tui import (
     DASH,
     LiveView,
@@ -270,3 +270,11 @@ def test_export_rejects_an_unknown_suffix(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\.parquet"):
         export(mtu_1500_run(), tmp_path / "run.parquet")
     assert not (tmp_path / "run.parquet").exists()
+
+
+def test_mean_value_is_hdrh_mean_from_the_non_zero_counts() -> None:
+    hist = new_histogram()
+    for value, count in ((40, 3), (1_234, 7), (987_654, 2), (5_000_000_000, 1)):
+        hist.record_value(value, count)
+    assert mean_value(hist) == pytest.approx(hist.get_mean_value(), rel=1e-12)
+    assert mean_value(new_histogram()) == 0.0

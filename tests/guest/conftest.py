@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,16 @@ from .vm import HERE, GuestConfig, ensure_guest
 def guest_config() -> GuestConfig:
     """Runs fetch_kernel.sh (idempotent; ~1 s when cached) and fails loudly if it cannot."""
     return ensure_guest()
+
+
+@contextlib.contextmanager
+def guest_outdir(name: str) -> Iterator[Path]:
+    """A folder the guest can write to (under /tmp, visible through 9p), removed after."""
+    outdir = Path(tempfile.mkdtemp(prefix=f"stackprof-guest-{name}-", dir="/tmp"))
+    try:
+        yield outdir
+    finally:
+        shutil.rmtree(outdir, ignore_errors=True)
 
 
 def build_probe(outdir: Path) -> tuple[Path, Path]:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from profiler.hooks import BOUNDARIES
 
+from .conftest import guest_outdir
 from .vm import REPO, GuestConfig, GuestResult, run_in_guest
 
 pytestmark = pytest.mark.guest
@@ -40,16 +39,16 @@ def _build_probe_object() -> None:
 @pytest.fixture(scope="module")
 def guest_doctor(guest_config: GuestConfig) -> tuple[GuestResult, dict[str, Any]]:
     _build_probe_object()
-    outdir = Path(tempfile.mkdtemp(prefix="stackprof-guest-doctor-", dir="/tmp"))
     stackprof = REPO / ".venv" / "bin" / "stackprof"
-    res = run_in_guest(
-        f"{stackprof} doctor --json > {outdir}/doctor.json",
-        timeout=400,
-        outdir=outdir,
-        config=guest_config,
-    )
-    report = outdir / "doctor.json"
-    text = report.read_text() if report.is_file() else ""
+    with guest_outdir("doctor") as outdir:
+        res = run_in_guest(
+            f"{stackprof} doctor --json > {outdir}/doctor.json",
+            timeout=400,
+            outdir=outdir,
+            config=guest_config,
+        )
+        report = outdir / "doctor.json"
+        text = report.read_text() if report.is_file() else ""
     print(f"guest doctor: rc {res.returncode}, {res.seconds:.1f} s wall")
     if not text.strip():
         pytest.fail(f"no doctor JSON (rc {res.returncode}):\n{res.stderr}\n{res.console[-3000:]}")

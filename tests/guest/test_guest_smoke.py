@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import build_probe
+from .conftest import build_probe, guest_outdir
 from .vm import REPO, GuestConfig, GuestResult, GuestTimeout, run_in_guest
 
 pytestmark = pytest.mark.guest
@@ -56,20 +56,21 @@ exit SENTINEL_RC
 
 
 @pytest.fixture(scope="module")
-def smoke(guest_config: GuestConfig) -> tuple[GuestResult, dict[str, str]]:
-    outdir = Path(tempfile.mkdtemp(prefix="stackprof-guest-smoke-", dir="/tmp"))
-    build_probe(outdir)
-    (outdir / "smoke.sh").write_text(GUEST_SCRIPT)
-    res = run_in_guest(
-        f"sh {outdir}/smoke.sh",
-        timeout=240,
-        outdir=outdir,
-        env={"OUT": str(outdir), "PY": str(REPO / ".venv" / "bin" / "python")},
-        config=guest_config,
-    )
-    values = dict(re.findall(r"^(\w+)=(.*)$", res.stdout, flags=re.M))
-    print(f"guest run: {res.seconds:.1f} s wall; {values}")
-    return res, values
+def smoke(guest_config: GuestConfig) -> Iterator[tuple[GuestResult, dict[str, str]]]:
+    """One boot; its output folder (read by the tests) lives until the module ends."""
+    with guest_outdir("smoke") as outdir:
+        build_probe(outdir)
+        (outdir / "smoke.sh").write_text(GUEST_SCRIPT)
+        res = run_in_guest(
+            f"sh {outdir}/smoke.sh",
+            timeout=240,
+            outdir=outdir,
+            env={"OUT": str(outdir), "PY": str(REPO / ".venv" / "bin" / "python")},
+            config=guest_config,
+        )
+        values = dict(re.findall(r"^(\w+)=(.*)$", res.stdout, flags=re.M))
+        print(f"guest run: {res.seconds:.1f} s wall; {values}")
+        yield res, values
 
 
 def test_exit_code_comes_back(smoke: tuple[GuestResult, dict[str, str]]) -> None:
@@ -128,8 +129,8 @@ def _qemu_pids_for(outdir: Path) -> list[int]:
 
 
 def test_timeout_kills_qemu(guest_config: GuestConfig) -> None:
-    outdir = Path(tempfile.mkdtemp(prefix="stackprof-guest-timeout-", dir="/tmp"))
-    with pytest.raises(GuestTimeout):
-        run_in_guest("sleep 600", timeout=8, outdir=outdir, config=guest_config)
-    assert _qemu_pids_for(outdir) == [], "qemu left running after a timeout"
-    assert os.path.exists(outdir / "console.log")
+    with guest_outdir("timeout") as outdir:
+        with pytest.raises(GuestTimeout):
+            run_in_guest("sleep 600", timeout=8, outdir=outdir, config=guest_config)
+        assert _qemu_pids_for(outdir) == [], "qemu left running after a timeout"
+        assert os.path.exists(outdir / "console.log")
