@@ -41,6 +41,16 @@ def _set_timeout(sock: socket.socket, until_ns: int) -> bool:
     return True
 
 
+def _recv_until(sock: socket.socket, buf: bytearray, until_ns: int) -> int | None:
+    """recv_into buf what arrives before until_ns: its size (0 at EOF), None if nothing did."""
+    if not _set_timeout(sock, until_ns):
+        return None
+    try:
+        return sock.recv_into(buf)
+    except TimeoutError:
+        return None
+
+
 class DatagramChannel:
     """A connected UDP socket (so ICMP errors come back as ConnectionRefusedError)."""
 
@@ -56,13 +66,8 @@ class DatagramChannel:
         self.sock.send(message)
 
     def receive(self, until_ns: int) -> memoryview | None:
-        if not _set_timeout(self.sock, until_ns):
-            return None
-        try:
-            size = self.sock.recv_into(self.buf)
-        except TimeoutError:
-            return None
-        return self.view[:size]
+        size = _recv_until(self.sock, self.buf, until_ns)
+        return None if size is None else self.view[:size]
 
 
 class StreamChannel:
@@ -83,11 +88,8 @@ class StreamChannel:
 
     def receive(self, until_ns: int) -> bytes | None:
         while (message := self.deframer.next()) is None:
-            if not _set_timeout(self.sock, until_ns):
-                return None
-            try:
-                size = self.sock.recv_into(self.buf)
-            except TimeoutError:
+            size = _recv_until(self.sock, self.buf, until_ns)
+            if size is None:
                 return None
             if size == 0:
                 raise EOFError("server closed the connection")

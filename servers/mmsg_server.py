@@ -19,17 +19,14 @@ udp_server's, plus the batch sizes achieved (``batch_sizes``: {size: count}).
 from __future__ import annotations
 
 import argparse
-import json
 import select
 import socket
 import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-from servers import mmsg
-from servers.netns_exec import child_setup
-from servers.payload import HEADER_SIZE, MAX_DATAGRAM, body, check_size, parse_header
-from servers.service import Stop, cpu_seconds, stop_on_signals, wakeup_fd
+from servers import mmsg, service
+from servers.payload import HEADER_SIZE, MAX_DATAGRAM, body, parse_header
+from servers.service import Stop, wakeup_fd
 from servers.udp_server import open_socket
 
 DEFAULT_BATCH = 64
@@ -38,27 +35,16 @@ MAX_BATCH = 1024  # the kernel's UIO_MAXIOV caps vlen
 
 
 @dataclass
-class Counters:
-    """What the server saw; printed as JSON when it stops."""
+class Counters(service.Counters):
+    """udp_server's counters, plus the batching asked for and achieved."""
 
-    mode: str
     batch: int
     batch_timeout_ms: float
     send_batch: bool
-    datagrams: int = 0
-    bytes_received: int = 0
-    requests: int = 0
-    bad_requests: int = 0
-    responses: int = 0
-    bytes_sent: int = 0
-    send_errors: int = 0
     send_calls: int = 0
-    wakeups: int = 0
     batches: int = 0
     batch_sizes: dict[str, int] = field(default_factory=dict)
     batch_mean: float = 0.0
-    duration_s: float = 0.0
-    cpu_s: float = 0.0
 
 
 @dataclass
@@ -106,15 +92,13 @@ class BatchServer:
         poller = select.poll()
         poller.register(self.fd, select.POLLIN)
         poller.register(wakeup_fd(), select.POLLIN)
-        start, cpu_start = time.monotonic(), cpu_seconds()
-        print("ready", flush=True)
+        started = service.ready()
         while not Stop.requested:
             for fd, _ in poller.poll():
                 if fd == self.fd:
                     self.counters.wakeups += 1
                     self.drain()
-        self.counters.duration_s = round(time.monotonic() - start, 6)
-        self.counters.cpu_s = round(cpu_seconds() - cpu_start, 6)
+        self.counters.stop_clocks(started)
         return self.finish()
 
     def drain(self) -> None:
@@ -179,22 +163,13 @@ class BatchServer:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bind", required=True, help="address to bind (the server's)")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--response-size", type=int, default=8192)
+    parser = service.option_parser(__doc__, "address to bind (the server's)", sink=True)
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="recvmmsg vlen")
     parser.add_argument(
         "--batch-timeout-ms", type=float, default=DEFAULT_BATCH_TIMEOUT_MS, help="recvmmsg timeout"
     )
     parser.add_argument("--send-batch", action="store_true", help="answer with one sendmmsg")
-    parser.add_argument("--sink", action="store_true", help="count datagrams, answer none")
-    parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
-    args = parser.parse_args(argv)
-    try:
-        check_size("--response-size", args.response_size)
-    except ValueError as exc:
-        parser.error(str(exc))
+    args = service.parse_args(parser, argv)
     if not 1 <= args.batch <= MAX_BATCH:
         parser.error(f"--batch must be 1..{MAX_BATCH}, got {args.batch}")
     if not args.batch_timeout_ms > 0:
@@ -204,13 +179,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stop_on_signals()
-    child_setup(args.cpu)
+    service.start(args.cpu)
     cfg = Config(args.response_size, args.batch, args.batch_timeout_ms, args.send_batch, args.sink)
     with open_socket(args.bind, args.port) as sock:
         counters = BatchServer(sock, cfg).serve()
-    print(json.dumps(asdict(counters)), flush=True)
-    return 0
+    return service.report(counters)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import random
 import select
 import socket
@@ -34,12 +33,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from servers import frames, tpacket
+from servers import frames, service, tpacket
 from servers.frames import FrameError, Reassembler
 from servers.neighbours import NeighbourCache, ResolutionError
-from servers.netns_exec import child_setup
-from servers.payload import build_response, check_size
-from servers.service import Stop, cpu_seconds, stop_on_signals, wakeup_fd
+from servers.payload import build_response
+from servers.service import Stop, wakeup_fd
 
 SIOCGIFMTU = 0x8921
 REASSEMBLY_TIMEOUT_S = 30.0
@@ -51,20 +49,9 @@ _CSUM_TRUSTED = tpacket.TP_STATUS_CSUMNOTREADY | tpacket.TP_STATUS_CSUM_VALID
 
 
 @dataclass
-class Counters:
+class Counters(service.Counters):
     """udp_server's counters, then what only a user-space stack has to count."""
 
-    mode: str
-    datagrams: int = 0
-    bytes_received: int = 0
-    requests: int = 0
-    bad_requests: int = 0
-    responses: int = 0
-    bytes_sent: int = 0
-    send_errors: int = 0
-    wakeups: int = 0
-    duration_s: float = 0.0
-    cpu_s: float = 0.0
     version: int = 3
     mtu: int = 0
     frames_received: int = 0
@@ -202,9 +189,8 @@ class PacketServer:
         poller = select.poll()
         poller.register(self.ring.fileno(), select.POLLIN | select.POLLERR)
         poller.register(wakeup_fd(), select.POLLIN)
-        start = last_expiry = time.monotonic()
-        cpu_start = cpu_seconds()
-        print("ready", flush=True)
+        started = service.ready()
+        last_expiry = started.wall
         while not Stop.requested:
             events = poller.poll(POLL_TIMEOUT_MS)
             now = time.monotonic()
@@ -214,8 +200,7 @@ class PacketServer:
             if now - last_expiry >= EXPIRE_EVERY_S:
                 self.reassembler.expire(now)
                 last_expiry = now
-        self.counters.duration_s = round(time.monotonic() - start, 6)
-        self.counters.cpu_s = round(cpu_seconds() - cpu_start, 6)
+        self.counters.stop_clocks(started)
         return self.finish()
 
     def drain(self, now: float) -> None:
@@ -242,11 +227,9 @@ class PacketServer:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = service.option_parser(__doc__, bind_help=None, sink=True)
     parser.add_argument("--ifname", required=True, help="interface to bind the ring to")
     parser.add_argument("--ip", required=True, help="the server's address on it")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--response-size", type=int, default=8192)
     parser.add_argument("--version", type=int, choices=(2, 3), default=3, help="TPACKET_V2/V3")
     parser.add_argument("--frames-per-block", type=int, default=DEFAULT_FRAMES_PER_BLOCK)
     parser.add_argument(
@@ -254,13 +237,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--frame-size", type=int, default=None, help="slot size (default: MTU)")
     parser.add_argument("--ring-mib", type=int, default=4, help="RX ring size")
-    parser.add_argument("--sink", action="store_true", help="count datagrams, answer none")
-    parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
-    args = parser.parse_args(argv)
-    try:
-        check_size("--response-size", args.response_size)
-    except ValueError as exc:
-        parser.error(str(exc))
+    args = service.parse_args(parser, argv)
     if args.frames_per_block < 1 or args.block_timeout_ms < 1 or args.ring_mib < 1:
         parser.error("--frames-per-block, --block-timeout-ms and --ring-mib must be >= 1")
     return args
@@ -268,8 +245,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stop_on_signals()
-    child_setup(args.cpu)
+    service.start(args.cpu)
     mtu = interface_mtu(args.ifname)
     ring_cfg = tpacket.ring_config(
         tpacket.VERSIONS[args.version],
@@ -287,8 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         tpacket.PacketRing(args.ifname, ring_cfg, program) as ring,
     ):
         counters = PacketServer(cfg, ring, neigh).serve()
-    print(json.dumps(asdict(counters)), flush=True)
-    return 0
+    return service.report(counters)
 
 
 if __name__ == "__main__":

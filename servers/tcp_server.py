@@ -17,16 +17,14 @@ plus connections accepted and closed.
 from __future__ import annotations
 
 import argparse
-import json
 import select
 import socket
 import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-from servers.netns_exec import child_setup
-from servers.payload import build_response, check_size
-from servers.service import Stop, cpu_seconds, stop_on_signals, wakeup_fd
+from servers import service
+from servers.payload import build_response
+from servers.service import Stop, wakeup_fd
 from servers.stream import Deframer, FramingError, prefix
 
 READ_CHUNK = 256 << 10
@@ -35,22 +33,11 @@ LISTEN_BACKLOG = 128
 
 
 @dataclass
-class Counters:
-    """What the server saw; printed as JSON when it stops."""
+class Counters(service.Counters):
+    """udp_server's counters, plus connections accepted and closed."""
 
-    mode: str = "echo"
-    datagrams: int = 0
-    bytes_received: int = 0
-    requests: int = 0
-    bad_requests: int = 0
-    responses: int = 0
-    bytes_sent: int = 0
-    send_errors: int = 0
-    wakeups: int = 0
     connections: int = 0
     closed: int = 0
-    duration_s: float = 0.0
-    cpu_s: float = 0.0
 
 
 @dataclass
@@ -81,21 +68,19 @@ class StreamServer:
         self.epoll = select.epoll()
         self.conns: dict[int, Connection] = {}
         self.buf = bytearray(READ_CHUNK)
-        self.counters = Counters()
+        self.counters = Counters(mode="echo")
 
     def serve(self) -> Counters:
         """Until SIGTERM/SIGINT (which also wake epoll via the wakeup fd)."""
         self.epoll.register(self.listener.fileno(), select.EPOLLIN)
         self.epoll.register(wakeup_fd(), select.EPOLLIN)
-        start, cpu_start = time.monotonic(), cpu_seconds()
-        print("ready", flush=True)
+        started = service.ready()
         while not Stop.requested:
             events = self.epoll.poll()
             self.counters.wakeups += 1
             for fd, mask in events:
                 self.dispatch(fd, mask)
-        self.counters.duration_s = round(time.monotonic() - start, 6)
-        self.counters.cpu_s = round(cpu_seconds() - cpu_start, 6)
+        self.counters.stop_clocks(started)
         for fd in list(self.conns):
             self.close(fd)
         self.epoll.close()
@@ -190,27 +175,16 @@ class StreamServer:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bind", required=True, help="address to listen on (the server's)")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--response-size", type=int, default=8192)
-    parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
-    args = parser.parse_args(argv)
-    try:
-        check_size("--response-size", args.response_size)
-    except ValueError as exc:
-        parser.error(str(exc))
-    return args
+    parser = service.option_parser(__doc__, "address to listen on (the server's)", sink=False)
+    return service.parse_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stop_on_signals()
-    child_setup(args.cpu)
+    service.start(args.cpu)
     with open_listener(args.bind, args.port) as listener:
         counters = StreamServer(listener, args.response_size).serve()
-    print(json.dumps(asdict(counters)), flush=True)
-    return 0
+    return service.report(counters)
 
 
 if __name__ == "__main__":

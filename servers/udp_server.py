@@ -12,37 +12,17 @@ Prints ``ready`` once bound, and one JSON line of counters on SIGTERM/SIGINT
 from __future__ import annotations
 
 import argparse
-import json
 import select
 import socket
 import sys
-import time
-from dataclasses import asdict, dataclass
 
-from servers.netns_exec import child_setup
-from servers.payload import MAX_DATAGRAM, build_response, check_size
-from servers.service import Stop, cpu_seconds, stop_on_signals, wakeup_fd
+from servers import service
+from servers.payload import MAX_DATAGRAM, build_response
+from servers.service import Counters, Stop, wakeup_fd
 
 SOCKET_BUFFER = 4 << 20
 _SO_SNDBUFFORCE = 32  # not exported by Python's socket module
 _SO_RCVBUFFORCE = 33
-
-
-@dataclass
-class Counters:
-    """What the server saw; printed as JSON when it stops."""
-
-    mode: str
-    datagrams: int = 0
-    bytes_received: int = 0
-    requests: int = 0
-    bad_requests: int = 0
-    responses: int = 0
-    bytes_sent: int = 0
-    send_errors: int = 0
-    wakeups: int = 0
-    duration_s: float = 0.0
-    cpu_s: float = 0.0
 
 
 def set_buffers(sock: socket.socket, size: int = SOCKET_BUFFER) -> None:
@@ -94,41 +74,27 @@ def serve(sock: socket.socket, response_size: int, sink: bool) -> Counters:
     poller.register(sock, select.POLLIN)
     poller.register(wakeup_fd(), select.POLLIN)
     buf = bytearray(MAX_DATAGRAM + 1)
-    start, cpu_start = time.monotonic(), cpu_seconds()
-    print("ready", flush=True)
+    started = service.ready()
     while not Stop.requested:
         for fd, _ in poller.poll():
             if fd == sock.fileno():
                 counters.wakeups += 1
                 drain(sock, buf, response_size, counters)
-    counters.duration_s = round(time.monotonic() - start, 6)
-    counters.cpu_s = round(cpu_seconds() - cpu_start, 6)
+    counters.stop_clocks(started)
     return counters
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bind", required=True, help="address to bind (the server's)")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--response-size", type=int, default=8192)
-    parser.add_argument("--sink", action="store_true", help="count datagrams, answer none")
-    parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
-    args = parser.parse_args(argv)
-    try:
-        check_size("--response-size", args.response_size)
-    except ValueError as exc:
-        parser.error(str(exc))
-    return args
+    parser = service.option_parser(__doc__, "address to bind (the server's)", sink=True)
+    return service.parse_args(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stop_on_signals()
-    child_setup(args.cpu)
+    service.start(args.cpu)
     with open_socket(args.bind, args.port) as sock:
         counters = serve(sock, args.response_size, args.sink)
-    print(json.dumps(asdict(counters)), flush=True)
-    return 0
+    return service.report(counters)
 
 
 if __name__ == "__main__":
