@@ -54,13 +54,21 @@ struct {
 	__type(value, struct sp_flight);
 } flights SEC(".maps");
 
-/* Per thread, when the datagram being sent entered ip_do_fragment. */
+/* Per thread, when the datagram being sent entered ip_do_fragment, and when
+ * its first packet entered ip_finish_output2 (neighbour output). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SP_THREAD_ENTRIES);
 	__type(key, __u32);
 	__type(value, __u64);
 } frag_start SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SP_THREAD_ENTRIES);
+	__type(key, __u32);
+	__type(value, __u64);
+} output_start SEC(".maps");
 
 /* kprobe flavour only: the skb a probed call got, for its return probe
  * (softirq work does not nest on one CPU). */
@@ -111,6 +119,16 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ring_pending);
 } ring_pending SEC(".maps");
+
+/* Per destination port, the unfragmented datagram that last arrived at the
+ * stack: what a receive took when the kernel let the reader dequeue it before
+ * anything saw it queued (no head noted for the socket). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SP_THREAD_ENTRIES);
+	__type(key, __u16);
+	__type(value, struct sp_flight_key);
+} last_arrival SEC(".maps");
 
 /* Per traced socket, the datagram at the head of its queue (next to be read). */
 struct {
@@ -335,15 +353,27 @@ static __always_inline int classify(const struct ip_udp *h, __u32 *path)
 	return 0;
 }
 
-/* The send's fragmenting, if ip_do_fragment was seen during it. */
-static __always_inline void record_fragmenting(__u32 path, __u32 tid, __u64 t_send, __u64 now)
+/* A per-thread stamp taken during the send that started at t_send, else 0. */
+static __always_inline __u64 stamp_since(void *map, __u32 tid, __u64 t_send, __u64 now)
 {
-	__u64 *t_frag = bpf_map_lookup_elem(&frag_start, &tid);
+	__u64 *t = bpf_map_lookup_elem(map, &tid);
 
-	if (!t_frag || *t_frag < t_send || *t_frag > now)
-		return;
-	record_stage(path, SP_STAGE_UDP_IP_TX, t_send, *t_frag);
-	record_stage(path, SP_STAGE_FRAGMENT, *t_frag, now);
+	return t && *t >= t_send && *t <= now ? *t : 0;
+}
+
+/* The send split where fine hooks saw it: UDP and IP up to ip_do_fragment (or
+ * to ip_finish_output2 when not fragmented), the fragmenting, then the
+ * neighbour output of the first packet up to the device queue. */
+static __always_inline void record_send_parts(__u32 path, __u32 tid, __u64 t_send, __u64 now)
+{
+	__u64 t_frag = stamp_since(&frag_start, tid, t_send, now);
+	__u64 t_out = stamp_since(&output_start, tid, t_send, now);
+
+	if (t_frag || t_out)
+		record_stage(path, SP_STAGE_UDP_IP_TX, t_send, t_frag ?: t_out);
+	if (t_frag)
+		record_stage(path, SP_STAGE_FRAGMENT, t_frag, t_out ?: now);
+	record_stage(path, SP_STAGE_NEIGH_TX, t_out, now);
 }
 
 /* First fragment queued to the device, inside a traced send: a flight starts. */
@@ -382,7 +412,22 @@ static __always_inline int on_dev_queue(const struct sk_buff *skb)
 	if (key.fragmented)
 		count(flight.path, SP_CNT_FRAGMENTED);
 	record_stage(flight.path, SP_STAGE_SEND, flight.t_send, now);
-	record_fragmenting(flight.path, tid, flight.t_send, now);
+	record_send_parts(flight.path, tid, flight.t_send, now);
+	return 0;
+}
+
+/* ip_finish_output2 entry of a datagram's first packet in a traced send. */
+static __always_inline int on_output(const struct sk_buff *skb)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid(), path;
+	struct ip_udp h;
+	__u64 now;
+
+	if (!bpf_map_lookup_elem(&send_start, &tid) || !tx_header(skb, &h) ||
+	    (frag_off(&h) & IP_OFFSET) || classify(&h, &path))
+		return 0;
+	now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&output_start, &tid, &now, BPF_ANY);
 	return 0;
 }
 
@@ -458,6 +503,14 @@ static __always_inline void ring_push(const struct sk_buff *skb, const struct sp
 	pending->keys[slot % SP_RING_PENDING] = *key;
 }
 
+static __always_inline void note_arrival(const struct ip_udp *h)
+{
+	struct sp_flight_key key = {};
+
+	flight_key(h, false, &key);
+	bpf_map_update_elem(&last_arrival, &h->dport, &key, BPF_ANY);
+}
+
 static __always_inline void ring_push_head(const struct sk_buff *skb, const struct ip_udp *h,
 					   const struct sp_flight *f)
 {
@@ -507,6 +560,7 @@ static __always_inline int on_stack_rx(const struct sk_buff *skb)
 	if (!(off & IP_MF)) {
 		f->t_last = f->t_stack;
 		ring_push_head(skb, &h, f);
+		note_arrival(&h);
 		record_value(f->path, SP_NSTAGES + SP_HIST_FRAGS, 1);
 	}
 	return 0;
@@ -812,8 +866,13 @@ static __always_inline int on_datagram_recv(const struct sock *sk, int ret)
 	struct sp_flight_key *key;
 	struct sp_flight *f;
 	__u64 id = (__u64)sk;
+	__u16 port;
 
 	key = bpf_map_lookup_elem(&queue_head, &id);
+	if (!key) {
+		port = bpf_htons(BPF_CORE_READ(sk, __sk_common.skc_num));
+		key = bpf_map_lookup_elem(&last_arrival, &port);
+	}
 	f = key ? bpf_map_lookup_elem(&flights, key) : NULL;
 	if (f && f->len != ret)
 		miss(SP_MISS_PAIR_MISMATCH);
@@ -823,8 +882,7 @@ static __always_inline int on_datagram_recv(const struct sock *sk, int ret)
 		bpf_map_delete_elem(&flights, key);
 	/* Free the head slot before looking at the queues again, so that an
 	 * enqueue racing with this read can claim it. */
-	if (key)
-		bpf_map_delete_elem(&queue_head, &id);
+	bpf_map_delete_elem(&queue_head, &id);
 	note_head(sk, BPF_ANY);
 	return 0;
 }
@@ -1027,6 +1085,18 @@ SEC("fentry/ip_defrag")
 int BPF_PROG(fentry_ip_defrag, struct net *net, struct sk_buff *skb, u32 user)
 {
 	return on_defrag_enter();
+}
+
+SEC("fentry/ip_finish_output2")
+int BPF_PROG(fentry_ip_finish_output2, struct net *net, struct sock *sk, struct sk_buff *skb)
+{
+	return on_output(skb);
+}
+
+SEC("kprobe/ip_finish_output2")
+int BPF_KPROBE(kprobe_ip_finish_output2, struct net *net, struct sock *sk, struct sk_buff *skb)
+{
+	return on_output(skb);
 }
 
 SEC("fexit/ip_defrag")

@@ -40,6 +40,7 @@ enum sp_stage {
 	/* Finer stages, where the kernel lets fentry or kprobes see them. */
 	SP_STAGE_UDP_IP_TX,
 	SP_STAGE_FRAGMENT,
+	SP_STAGE_NEIGH_TX,
 	SP_STAGE_IP_RX,
 	SP_STAGE_REASSEMBLY,
 	SP_STAGE_IP_LOCAL,

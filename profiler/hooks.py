@@ -125,6 +125,11 @@ BOUNDARIES: tuple[Boundary, ...] = (
     ),
     Boundary("frag_tx", "the send enters ip_do_fragment", _fine("ip_do_fragment")),
     Boundary(
+        "neigh_out",
+        "its first packet enters ip_finish_output2 (neighbour output)",
+        _fine("ip_finish_output2"),
+    ),
+    Boundary(
         "defrag_done",
         "ip_defrag entry and return of the whole datagram",
         (
@@ -156,8 +161,9 @@ STAGE_SPANS: dict[str, tuple[str, str]] = {
     "ip_udp": ("stack_rx", "sk_enqueue"),
     "sock_wait": ("sk_enqueue", "recv_enter"),
     "recv": ("recv_enter", "recv_return"),
-    "udp_ip_tx": ("send_enter", "frag_tx"),
-    "fragment": ("frag_tx", "dev_queue"),
+    "udp_ip_tx": ("send_enter", "neigh_out"),
+    "fragment": ("frag_tx", "neigh_out"),
+    "neigh_tx": ("neigh_out", "dev_queue"),
     "ip_rx": ("stack_rx", "defrag_done"),
     "reassembly": ("defrag_done", "defrag_done"),
     "ip_local": ("stack_rx", "udp_rcv"),
@@ -171,6 +177,7 @@ STAGE_SPANS: dict[str, tuple[str, str]] = {
 PARENT: dict[str, str] = {
     "udp_ip_tx": "send",
     "fragment": "send",
+    "neigh_tx": "send",
     "ip_rx": "ip_udp",
     "reassembly": "ip_udp",
     "ip_local": "ip_udp",
@@ -192,8 +199,10 @@ STAGE_HELP: dict[str, str] = {
     "ip_udp": "last fragment at stack entry -> socket enqueue (reassembly, IP, UDP)",
     "sock_wait": "socket enqueue -> the receive call that takes it starts",
     "recv": "-> receive returns (wake-up, dequeue, copy)",
-    "udp_ip_tx": "send syscall -> ip_do_fragment (UDP, IP, routing)",
-    "fragment": "ip_do_fragment -> first fragment queued (fragmenting)",
+    "udp_ip_tx": "send syscall -> ip_do_fragment, or ip_finish_output2 (UDP, IP, routing)",
+    "tcp_ip_tx": "send syscall -> ip_finish_output2 (TCP, IP, routing)",
+    "fragment": "ip_do_fragment -> first fragment at ip_finish_output2 (fragmenting)",
+    "neigh_tx": "ip_finish_output2 -> first packet queued to the device (neighbour, L2)",
     "ip_rx": "last fragment at stack entry -> ip_defrag (IP receive, routing)",
     "reassembly": "ip_defrag of the last fragment (the reassembly's CPU)",
     "ip_local": "whole datagram -> udp_rcv (IP local delivery)",
@@ -209,7 +218,6 @@ STAGE_HELP: dict[str, str] = {
 # fragments) and the UDP receive functions.
 UDP_ONLY_STAGES = (
     "frag_train",
-    "udp_ip_tx",
     "fragment",
     "ip_rx",
     "reassembly",
@@ -219,7 +227,7 @@ UDP_ONLY_STAGES = (
 UDP_ONLY_BOUNDARIES = ("frag_tx", "defrag_done", "udp_rcv", "udp_enqueue")
 
 # Stage names as a stream reads them (the data keeps the stable names).
-STREAM_LABELS = {"ip_udp": "ip_tcp", "sock_wait": "stream_wait"}
+STREAM_LABELS = {"udp_ip_tx": "tcp_ip_tx", "ip_udp": "ip_tcp", "sock_wait": "stream_wait"}
 
 
 def unused_boundaries(transport: str) -> tuple[str, ...]:

@@ -35,10 +35,10 @@ MTU = 1500
 RESPONSE_SIZE = 8192
 CLIENTS = 2
 IP_HEADER, UDP_HEADER = 20, 8
-FINE_POINTS = ("frag_tx", "defrag_done", "udp_rcv", "udp_enqueue")
+FINE_POINTS = ("frag_tx", "neigh_out", "defrag_done", "udp_rcv", "udp_enqueue")
 # Required, and on 6.1 hooked only by fentry/fexit or kprobes.
 SOCKET_POINTS = ("sk_enqueue", "recv_return")
-# The finer stages of a UDP run (udp_ip_tx, fragment, ip_rx, reassembly, ip_local, udp_rcv).
+# The finer stages of a UDP run (udp_ip_tx, fragment, neigh_tx, ip_rx, reassembly, ...).
 FINE_STAGES = tuple(s for s in stages_for("udp") if s in PARENT)
 COARSE_POINTS = ("dev_queue", "dev_xmit", "dev_rx", "stack_rx")
 PATHS = ("request", "response")
@@ -205,13 +205,15 @@ def test_fragments_per_datagram(traces: dict[str, Trace], name: str) -> None:
 def test_send_side_fine_stages_count_every_fragmented_send(
     traces: dict[str, Trace], name: str
 ) -> None:
-    """udp_ip_tx and fragment are recorded once per datagram that went through
-    ip_do_fragment: the fragmented ones, none of the requests."""
+    """fragment is recorded once per datagram that went through ip_do_fragment (the
+    fragmented ones, none of the requests); udp_ip_tx and neigh_tx once per datagram
+    sent, split at ip_do_fragment or, unfragmented, at ip_finish_output2."""
     run = traces[name]
     for path in PATHS:
-        fragmented = run.summary()["datagrams"][path]["kernel_fragmented"]
-        assert run.count(path, "fragment") == fragmented, path
-        assert run.count(path, "udp_ip_tx") == fragmented, path
+        row = run.summary()["datagrams"][path]
+        assert run.count(path, "fragment") == row["kernel_fragmented"], path
+        assert run.count(path, "udp_ip_tx") == row["kernel_sent"], path
+        assert run.count(path, "neigh_tx") == row["kernel_sent"], path
     assert run.count("response", "fragment") > 0
 
 
