@@ -645,6 +645,10 @@ static __always_inline void enqueued(struct sp_flight *f)
 {
 	__u64 now = bpf_ktime_get_ns();
 
+	/* A datagram is queued within microseconds of its stack entry: a flight
+	 * that old is another datagram's, its key reused (a 16-bit IP ID wraps). */
+	if (now - f->t_last > STALE_SEND_NS)
+		return;
 	if (__sync_val_compare_and_swap(&f->t_enq, 0, now))
 		return;
 	record_stage(f->path, SP_STAGE_IP_UDP, f->t_last, now);
@@ -848,6 +852,10 @@ static __always_inline void delivered(struct sp_flight *f)
 	__u64 now = bpf_ktime_get_ns(), wait_from = f->t_enq, start, *t_enter;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
+	if (now - f->t_last > STALE_SEND_NS) {
+		miss(SP_MISS_KEY_REUSED);	/* another datagram's flight: see enqueued() */
+		return;
+	}
 	if (!wait_from) {
 		count(f->path, SP_CNT_ENQUEUE_UNSEEN);
 		wait_from = f->t_last;
