@@ -259,15 +259,22 @@ static __always_inline bool task_traced(void)
 	return netns_ok(BPF_CORE_READ(task, nsproxy, net_ns, ns.inum));
 }
 
+/* Set a thread's stamp: in place when the thread has one (an LRU update
+ * allocates a new element, several times the cost of a store). */
+static __always_inline void put_stamp(void *map, __u32 tid, __u64 now)
+{
+	__u64 *stamp = bpf_map_lookup_elem(map, &tid);
+
+	if (stamp)
+		*stamp = now;
+	else
+		bpf_map_update_elem(map, &tid, &now, BPF_ANY);
+}
+
 static __always_inline int stamp_thread(void *map)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 now;
-
-	if (!task_traced())
-		return 0;
-	now = bpf_ktime_get_ns();
-	bpf_map_update_elem(map, &tid, &now, BPF_ANY);
+	if (task_traced())
+		put_stamp(map, (__u32)bpf_get_current_pid_tgid(), bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -298,20 +305,22 @@ static __always_inline bool skb_is_ipv4(const struct sk_buff *skb)
 	return BPF_CORE_READ(skb, protocol) == bpf_htons(ETH_P_IP);
 }
 
-/* Transmit side: the network header is set, data points at the link header. */
-static __always_inline bool tx_header(const struct sk_buff *skb, struct ip_udp *h)
-{
-	if (!skb_is_ipv4(skb))
-		return false;
-	return read_ip_udp(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, network_header), h);
-}
+/* Where an IPv4 skb's IP header is (NULL for other protocols): on transmit
+ * the network header is set, on receive before the stack resets headers data
+ * points at it. Programs with typed arguments (tp_btf, fentry) read the skb
+ * directly; raw_tp and kprobe ones, whose arguments are plain numbers, through
+ * CO-RE probe reads, each a helper call: these run for every packet. */
+#define IS_IPV4(proto) ((proto) == bpf_htons(ETH_P_IP))
+#define TX_IP(skb) (IS_IPV4((skb)->protocol) ? (skb)->head + (skb)->network_header : NULL)
+#define RX_IP(skb) (IS_IPV4((skb)->protocol) ? (skb)->data : NULL)
+#define TX_IP_CORE(skb)                                                                     \
+	(IS_IPV4(BPF_CORE_READ(skb, protocol)) ?                                            \
+		 BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, network_header) : NULL)
+#define RX_IP_CORE(skb) (IS_IPV4(BPF_CORE_READ(skb, protocol)) ? BPF_CORE_READ(skb, data) : NULL)
 
-/* Receive side, before the stack resets headers: data points at IP. */
-static __always_inline bool rx_header(const struct sk_buff *skb, struct ip_udp *h)
+static __always_inline bool ip_header(const void *ip, struct ip_udp *h)
 {
-	if (!skb_is_ipv4(skb))
-		return false;
-	return read_ip_udp(BPF_CORE_READ(skb, data), h);
+	return ip && read_ip_udp(ip, h);
 }
 
 static __always_inline __u16 frag_off(const struct ip_udp *h)
@@ -366,8 +375,12 @@ static __always_inline __u64 stamp_since(void *map, __u32 tid, __u64 t_send, __u
  * neighbour output of the first packet up to the device queue. */
 static __always_inline void record_send_parts(__u32 path, __u32 tid, __u64 t_send, __u64 now)
 {
-	__u64 t_frag = stamp_since(&frag_start, tid, t_send, now);
-	__u64 t_out = stamp_since(&output_start, tid, t_send, now);
+	__u64 t_frag, t_out;
+
+	if (!cfg.fine_tx)
+		return;
+	t_frag = stamp_since(&frag_start, tid, t_send, now);
+	t_out = stamp_since(&output_start, tid, t_send, now);
 
 	if (t_frag || t_out)
 		record_stage(path, SP_STAGE_UDP_IP_TX, t_send, t_frag ?: t_out);
@@ -377,7 +390,7 @@ static __always_inline void record_send_parts(__u32 path, __u32 tid, __u64 t_sen
 }
 
 /* First fragment queued to the device, inside a traced send: a flight starts. */
-static __always_inline int on_dev_queue(const struct sk_buff *skb)
+static __always_inline int on_dev_queue(const void *ip)
 {
 	struct sp_flight_key key = {};
 	struct sp_flight flight = {};
@@ -385,7 +398,7 @@ static __always_inline int on_dev_queue(const struct sk_buff *skb)
 	__u64 *t_send, now;
 	__u32 tid;
 
-	if (!tx_header(skb, &h) || (frag_off(&h) & IP_OFFSET))
+	if (!ip_header(ip, &h) || (frag_off(&h) & IP_OFFSET))
 		return 0;
 	tid = (__u32)bpf_get_current_pid_tgid();
 	t_send = bpf_map_lookup_elem(&send_start, &tid);
@@ -402,11 +415,12 @@ static __always_inline int on_dev_queue(const struct sk_buff *skb)
 	flight_key(&h, frag_off(&h) & IP_MF, &key);
 	if (key.fragmented)
 		flight.frag_payload = bpf_ntohs(h.ip.tot_len) - h.ip.ihl * 4;
-	if (bpf_map_lookup_elem(&flights, &key))
+	if (bpf_map_update_elem(&flights, &key, &flight, BPF_NOEXIST)) {
 		miss(SP_MISS_KEY_REUSED);
-	if (bpf_map_update_elem(&flights, &key, &flight, BPF_ANY)) {
-		miss(SP_MISS_FLIGHT_FULL);
-		return 0;
+		if (bpf_map_update_elem(&flights, &key, &flight, BPF_ANY)) {
+			miss(SP_MISS_FLIGHT_FULL);
+			return 0;
+		}
 	}
 	count(flight.path, SP_CNT_SENT);
 	if (key.fragmented)
@@ -417,52 +431,48 @@ static __always_inline int on_dev_queue(const struct sk_buff *skb)
 }
 
 /* ip_finish_output2 entry of a datagram's first packet in a traced send. */
-static __always_inline int on_output(const struct sk_buff *skb)
+static __always_inline int on_output(const void *ip)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid(), path;
 	struct ip_udp h;
-	__u64 now;
 
-	if (!bpf_map_lookup_elem(&send_start, &tid) || !tx_header(skb, &h) ||
+	if (!bpf_map_lookup_elem(&send_start, &tid) || !ip_header(ip, &h) ||
 	    (frag_off(&h) & IP_OFFSET) || classify(&h, &path))
 		return 0;
-	now = bpf_ktime_get_ns();
-	bpf_map_update_elem(&output_start, &tid, &now, BPF_ANY);
+	put_stamp(&output_start, tid, bpf_ktime_get_ns());
 	return 0;
 }
 
 /* ip_do_fragment entry in a traced send: splits send into UDP/IP and fragmenting. */
-static __always_inline int on_fragment(const struct sk_buff *skb)
+static __always_inline int on_fragment(const void *ip)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid(), path;
 	struct ip_udp h;
-	__u64 now;
 
-	if (!bpf_map_lookup_elem(&send_start, &tid) || !tx_header(skb, &h) || classify(&h, &path))
+	if (!bpf_map_lookup_elem(&send_start, &tid) || !ip_header(ip, &h) || classify(&h, &path))
 		return 0;
-	now = bpf_ktime_get_ns();
-	bpf_map_update_elem(&frag_start, &tid, &now, BPF_ANY);
+	put_stamp(&frag_start, tid, bpf_ktime_get_ns());
 	return 0;
 }
 
-static __always_inline int on_dev_xmit(const struct sk_buff *skb)
+static __always_inline int on_dev_xmit(const void *ip)
 {
 	struct sp_flight *f;
 	struct ip_udp h;
 
-	if (!tx_header(skb, &h) || !(f = head_flight(&h)) || f->t_xmit)
+	if (!ip_header(ip, &h) || !(f = head_flight(&h)) || f->t_xmit)
 		return 0;
 	f->t_xmit = bpf_ktime_get_ns();
 	record_stage(f->path, SP_STAGE_QDISC, f->t_queue, f->t_xmit);
 	return 0;
 }
 
-static __always_inline int on_dev_rx(const struct sk_buff *skb)
+static __always_inline int on_dev_rx(const void *ip)
 {
 	struct sp_flight *f;
 	struct ip_udp h;
 
-	if (!rx_header(skb, &h) || !(f = head_flight(&h)) || f->t_rx)
+	if (!ip_header(ip, &h) || !(f = head_flight(&h)) || f->t_rx)
 		return 0;
 	f->t_rx = bpf_ktime_get_ns();
 	record_stage(f->path, SP_STAGE_DRIVER, f->t_xmit, f->t_rx);
@@ -505,10 +515,14 @@ static __always_inline void ring_push(const struct sk_buff *skb, const struct sp
 
 static __always_inline void note_arrival(const struct ip_udp *h)
 {
-	struct sp_flight_key key = {};
+	struct sp_flight_key key = {}, *last;
 
 	flight_key(h, false, &key);
-	bpf_map_update_elem(&last_arrival, &h->dport, &key, BPF_ANY);
+	last = bpf_map_lookup_elem(&last_arrival, &h->dport);
+	if (last)
+		*last = key;
+	else
+		bpf_map_update_elem(&last_arrival, &h->dport, &key, BPF_ANY);
 }
 
 static __always_inline void ring_push_head(const struct sk_buff *skb, const struct ip_udp *h,
@@ -541,13 +555,13 @@ static __always_inline int on_last_fragment(const struct sk_buff *skb, const str
 	return 0;
 }
 
-static __always_inline int on_stack_rx(const struct sk_buff *skb)
+static __always_inline int on_stack_rx(const struct sk_buff *skb, const void *ip)
 {
 	struct sp_flight *f;
 	struct ip_udp h;
 	__u16 off;
 
-	if (!rx_header(skb, &h))
+	if (!ip_header(ip, &h))
 		return 0;
 	off = frag_off(&h);
 	if (off & IP_OFFSET)
@@ -603,7 +617,7 @@ static __always_inline struct sp_flight *datagram_flight(const struct sk_buff *s
 static __always_inline void note_head(const struct sock *sk, __u64 flags)
 {
 	struct udp_sock *up = (struct udp_sock *)sk;
-	struct sp_flight_key key = {};
+	struct sp_flight_key key = {}, *slot;
 	struct sk_buff *skb = NULL;
 	__u64 id = (__u64)sk;
 
@@ -611,8 +625,13 @@ static __always_inline void note_head(const struct sock *sk, __u64 flags)
 		skb = BPF_CORE_READ(up, reader_queue.next);
 	else if (BPF_CORE_READ(sk, sk_receive_queue.qlen))
 		skb = BPF_CORE_READ(sk, sk_receive_queue.next);
-	if (skb && datagram_flight(skb, &key))
-		bpf_map_update_elem(&queue_head, &id, &key, flags);
+	if (!skb || !datagram_flight(skb, &key))
+		return;
+	slot = bpf_map_lookup_elem(&queue_head, &id);
+	if (!slot)
+		bpf_map_update_elem(&queue_head, &id, &key, BPF_NOEXIST);
+	else if (flags == BPF_ANY)
+		*slot = key;
 }
 
 static __always_inline __u32 tcp_end_seq(const struct sk_buff *skb)
@@ -984,28 +1003,37 @@ int tp_sys_enter_recvmmsg(void *ctx) { return stamp_thread(&recv_start); }
 
 /* Packet and socket hooks: tp_btf first, raw_tp as the fallback. */
 SEC("tp_btf/net_dev_queue")
-int BPF_PROG(tp_btf_net_dev_queue, struct sk_buff *skb) { return on_dev_queue(skb); }
+int BPF_PROG(tp_btf_net_dev_queue, struct sk_buff *skb) { return on_dev_queue(TX_IP(skb)); }
 
 SEC("raw_tp/net_dev_queue")
-int BPF_PROG(raw_tp_net_dev_queue, struct sk_buff *skb) { return on_dev_queue(skb); }
+int BPF_PROG(raw_tp_net_dev_queue, struct sk_buff *skb) { return on_dev_queue(TX_IP_CORE(skb)); }
 
 SEC("tp_btf/net_dev_start_xmit")
-int BPF_PROG(tp_btf_net_dev_start_xmit, struct sk_buff *skb) { return on_dev_xmit(skb); }
+int BPF_PROG(tp_btf_net_dev_start_xmit, struct sk_buff *skb) { return on_dev_xmit(TX_IP(skb)); }
 
 SEC("raw_tp/net_dev_start_xmit")
-int BPF_PROG(raw_tp_net_dev_start_xmit, struct sk_buff *skb) { return on_dev_xmit(skb); }
+int BPF_PROG(raw_tp_net_dev_start_xmit, struct sk_buff *skb)
+{
+	return on_dev_xmit(TX_IP_CORE(skb));
+}
 
 SEC("tp_btf/netif_rx")
-int BPF_PROG(tp_btf_netif_rx, struct sk_buff *skb) { return on_dev_rx(skb); }
+int BPF_PROG(tp_btf_netif_rx, struct sk_buff *skb) { return on_dev_rx(RX_IP(skb)); }
 
 SEC("raw_tp/netif_rx")
-int BPF_PROG(raw_tp_netif_rx, struct sk_buff *skb) { return on_dev_rx(skb); }
+int BPF_PROG(raw_tp_netif_rx, struct sk_buff *skb) { return on_dev_rx(RX_IP_CORE(skb)); }
 
 SEC("tp_btf/netif_receive_skb")
-int BPF_PROG(tp_btf_netif_receive_skb, struct sk_buff *skb) { return on_stack_rx(skb); }
+int BPF_PROG(tp_btf_netif_receive_skb, struct sk_buff *skb)
+{
+	return on_stack_rx(skb, RX_IP(skb));
+}
 
 SEC("raw_tp/netif_receive_skb")
-int BPF_PROG(raw_tp_netif_receive_skb, struct sk_buff *skb) { return on_stack_rx(skb); }
+int BPF_PROG(raw_tp_netif_receive_skb, struct sk_buff *skb)
+{
+	return on_stack_rx(skb, RX_IP_CORE(skb));
+}
 
 SEC("fentry/sock_def_readable")
 int BPF_PROG(fentry_sock_def_readable, struct sock *sk) { return on_enqueue(sk); }
@@ -1080,13 +1108,13 @@ int tp_sys_exit_epoll_wait(void *ctx) { return on_ring_wake(true); }
 SEC("fentry/ip_do_fragment")
 int BPF_PROG(fentry_ip_do_fragment, struct net *net, struct sock *sk, struct sk_buff *skb)
 {
-	return on_fragment(skb);
+	return on_fragment(TX_IP(skb));
 }
 
 SEC("kprobe/ip_do_fragment")
 int BPF_KPROBE(kprobe_ip_do_fragment, struct net *net, struct sock *sk, struct sk_buff *skb)
 {
-	return on_fragment(skb);
+	return on_fragment(TX_IP_CORE(skb));
 }
 
 SEC("fentry/ip_defrag")
@@ -1098,13 +1126,13 @@ int BPF_PROG(fentry_ip_defrag, struct net *net, struct sk_buff *skb, u32 user)
 SEC("fentry/ip_finish_output2")
 int BPF_PROG(fentry_ip_finish_output2, struct net *net, struct sock *sk, struct sk_buff *skb)
 {
-	return on_output(skb);
+	return on_output(TX_IP(skb));
 }
 
 SEC("kprobe/ip_finish_output2")
 int BPF_KPROBE(kprobe_ip_finish_output2, struct net *net, struct sock *sk, struct sk_buff *skb)
 {
-	return on_output(skb);
+	return on_output(TX_IP_CORE(skb));
 }
 
 SEC("fexit/ip_defrag")

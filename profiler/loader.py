@@ -20,6 +20,7 @@ from profiler.libbpf import BPFError, BPFObject
 
 OBJECT = Path(__file__).resolve().parent.parent / "bpf" / ".output" / "stackprof.bpf.o"
 TRACEFS = Path("/sys/kernel/tracing")
+FINE_TX = ("frag_tx", "neigh_out")
 
 
 def ensure_tracefs() -> None:
@@ -125,6 +126,8 @@ class Tracer:
 
     def __enter__(self) -> Tracer:
         chosen = [c for c in self.choice.chosen.values() if c]
+        # The send is split only where a fine transmit hook runs (saves two lookups).
+        self.config.fine_tx = int(any(self.choice.chosen.get(b) for b in FINE_TX))
         self.obj = BPFObject(self.path)
         try:
             self.obj.autoload_only({p for c in chosen for p in c.programs})
