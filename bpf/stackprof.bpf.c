@@ -723,6 +723,50 @@ static __always_inline int on_udp_enqueue_ret(const struct sk_buff *skb, int ret
 	return 0;
 }
 
+/* The flight of the packet that completes a datagram at IP (its last fragment,
+ * or the whole datagram), seen after its stack entry. */
+static __always_inline struct sp_flight *completing_flight(const void *ip)
+{
+	struct sp_flight_key key = {};
+	struct sp_flight *f;
+	struct ip_udp h;
+	__u16 off;
+
+	if (!ip_header(ip, &h))
+		return NULL;
+	off = frag_off(&h);
+	if (off & IP_MF)
+		return NULL;
+	flight_key(&h, off & IP_OFFSET, &key);
+	f = bpf_map_lookup_elem(&flights, &key);
+	return f && f->t_last ? f : NULL;
+}
+
+/* ip_rcv entry: the packet left the device layer (taps such as packet
+ * sockets run before it) for IP. */
+static __always_inline int on_ip_rcv(const void *ip)
+{
+	struct sp_flight *f = completing_flight(ip);
+
+	if (!f || f->t_ip_rcv)
+		return 0;
+	f->t_ip_rcv = bpf_ktime_get_ns();
+	record_stage(f->path, SP_STAGE_IP_RCV, f->t_last, f->t_ip_rcv);
+	return 0;
+}
+
+/* ip_local_deliver entry: IP checks, netfilter PREROUTING and routing done. */
+static __always_inline int on_local_in(const void *ip)
+{
+	struct sp_flight *f = completing_flight(ip);
+
+	if (!f || f->t_local_in)
+		return 0;
+	f->t_local_in = bpf_ktime_get_ns();
+	record_stage(f->path, SP_STAGE_IP_ROUTE, f->t_ip_rcv ?: f->t_last, f->t_local_in);
+	return 0;
+}
+
 /* ip_defrag returned: 0 means skb is now the whole datagram, and this call's
  * time is the reassembly's CPU. Who asked for the reassembly says whether
  * netfilter (conntrack) moved it to PREROUTING. */
@@ -752,7 +796,7 @@ static __always_inline int on_defrag_ret(const struct sk_buff *skb, __u32 user, 
 		return 0;
 	f->t_defrag = bpf_ktime_get_ns();
 	if (t_entry >= f->t_last) {
-		record_stage(f->path, SP_STAGE_IP_RX, f->t_last, t_entry);
+		record_stage(f->path, SP_STAGE_IP_RX, f->t_local_in ?: f->t_last, t_entry);
 		record_stage(f->path, SP_STAGE_REASSEMBLY, t_entry, f->t_defrag);
 	}
 	count(f->path, user == IP_DEFRAG_LOCAL_DELIVER ? SP_CNT_DEFRAG_LOCAL : SP_CNT_DEFRAG_NETFILTER);
@@ -768,7 +812,7 @@ static __always_inline int on_udp_rcv(const struct sk_buff *skb)
 	if (!(f = datagram_flight(skb, &key)) || f->t_udp)
 		return 0;
 	f->t_udp = bpf_ktime_get_ns();
-	record_stage(f->path, SP_STAGE_IP_LOCAL, f->t_defrag ?: f->t_last, f->t_udp);
+	record_stage(f->path, SP_STAGE_IP_LOCAL, f->t_defrag ?: f->t_local_in ?: f->t_last, f->t_udp);
 	return 0;
 }
 
@@ -1115,6 +1159,21 @@ SEC("kprobe/ip_do_fragment")
 int BPF_KPROBE(kprobe_ip_do_fragment, struct net *net, struct sock *sk, struct sk_buff *skb)
 {
 	return on_fragment(TX_IP_CORE(skb));
+}
+
+SEC("fentry/ip_rcv")
+int BPF_PROG(fentry_ip_rcv, struct sk_buff *skb) { return on_ip_rcv(RX_IP(skb)); }
+
+SEC("kprobe/ip_rcv")
+int BPF_KPROBE(kprobe_ip_rcv, struct sk_buff *skb) { return on_ip_rcv(RX_IP_CORE(skb)); }
+
+SEC("fentry/ip_local_deliver")
+int BPF_PROG(fentry_ip_local_deliver, struct sk_buff *skb) { return on_local_in(TX_IP(skb)); }
+
+SEC("kprobe/ip_local_deliver")
+int BPF_KPROBE(kprobe_ip_local_deliver, struct sk_buff *skb)
+{
+	return on_local_in(TX_IP_CORE(skb));
 }
 
 SEC("fentry/ip_defrag")

@@ -41,6 +41,8 @@ enum sp_stage {
 	SP_STAGE_UDP_IP_TX,
 	SP_STAGE_FRAGMENT,
 	SP_STAGE_NEIGH_TX,
+	SP_STAGE_IP_RCV,
+	SP_STAGE_IP_ROUTE,
 	SP_STAGE_IP_RX,
 	SP_STAGE_REASSEMBLY,
 	SP_STAGE_IP_LOCAL,
@@ -117,6 +119,8 @@ struct sp_flight {
 	__u64 t_defrag;
 	__u64 t_udp;
 	__u64 t_pkt;
+	__u64 t_ip_rcv;
+	__u64 t_local_in;
 	__u32 path;
 	__u32 frag_payload;
 	__u32 len;

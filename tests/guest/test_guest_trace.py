@@ -35,7 +35,15 @@ MTU = 1500
 RESPONSE_SIZE = 8192
 CLIENTS = 2
 IP_HEADER, UDP_HEADER = 20, 8
-FINE_POINTS = ("frag_tx", "neigh_out", "defrag_done", "udp_rcv", "udp_enqueue")
+FINE_POINTS = (
+    "frag_tx",
+    "neigh_out",
+    "ip_in",
+    "local_in",
+    "defrag_done",
+    "udp_rcv",
+    "udp_enqueue",
+)
 # Required, and on 6.1 hooked only by fentry/fexit or kprobes.
 SOCKET_POINTS = ("sk_enqueue", "recv_return")
 # The finer stages of a UDP run (udp_ip_tx, fragment, neigh_tx, ip_rx, reassembly, ...).
@@ -45,7 +53,7 @@ PATHS = ("request", "response")
 
 KPROBES = "kprobe,tp_btf,raw_tp,tracepoint"
 NO_FINE_KINDS = "tp_btf,raw_tp,tracepoint"
-RUNS = ("fentry", "kprobe", "nofine")
+RUNS = ("fentry", "kprobe", "nofine", "skipfine")
 
 GUEST_SCRIPT = r"""
 modprobe veth || exit 3
@@ -73,6 +81,7 @@ handoff $kprobe
 start nofine --hooks NO_FINE_KINDS; nofine=$!
 finish kprobe $kprobe
 finish nofine $nofine
+start skipfine --skip SKIPPED; finish skipfine $!
 """
 
 
@@ -83,6 +92,7 @@ def _guest_script() -> str:
         .replace("CLIENTS", str(CLIENTS))
         .replace("NO_FINE_KINDS", NO_FINE_KINDS)
         .replace("KPROBES", KPROBES)
+        .replace("SKIPPED", ",".join(FINE_POINTS))
     )
 
 
@@ -273,3 +283,28 @@ def test_no_fine_kinds_refuses_with_one_line(traces: dict[str, Trace]) -> None:
         f"stackprof: cannot trace: no working hook for {', '.join(SOCKET_POINTS)} "
     ), lines[0]
     assert run.doc is None
+
+
+def test_ip_receive_stages_count_every_datagram(traces: dict[str, Trace]) -> None:
+    """ip_rcv and ip_route once per datagram completed at IP (its last fragment or
+    itself), the last few in flight when the clients stop aside."""
+    run = traces["fentry"]
+    for path in PATHS:
+        sent = run.summary()["datagrams"][path]["kernel_sent"]
+        for stage in ("ip_rcv", "ip_route"):
+            assert sent - CLIENTS <= run.count(path, stage) <= sent, (path, stage)
+
+
+def test_fine_points_skipped_fall_back_to_the_coarse_stages(traces: dict[str, Trace]) -> None:
+    """With the fine points left unhooked, the finer stages are reported unobserved, the
+    device boundaries stay on tracepoints and the coarse stages still add up."""
+    doc = traces["skipfine"].summary()
+    hooks = doc["meta"]["hooks"]
+    assert all(hooks[point] is None for point in FINE_POINTS), hooks
+    assert all(hooks[point] == _label(point, "tp_btf") for point in COARSE_POINTS), hooks
+    assert set(doc["meta"]["unobserved"]) == set(FINE_STAGES), doc["meta"]["unobserved"]
+    for path in PATHS:
+        row = doc["datagrams"][path]
+        assert row["kernel_sent"] - CLIENTS <= row["traced"] <= row["kernel_sent"], (path, row)
+        for stage in FINE_STAGES:
+            assert traces["skipfine"].count(path, stage) == 0, (path, stage)
