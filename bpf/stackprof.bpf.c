@@ -271,10 +271,19 @@ static __always_inline void put_stamp(void *map, __u32 tid, __u64 now)
 		bpf_map_update_elem(map, &tid, &now, BPF_ANY);
 }
 
+/* Stamp the calling thread if the filters let it through. A thread that has
+ * a stamp passed them already (they are constants): its check is spared. */
 static __always_inline int stamp_thread(void *map)
 {
-	if (task_traced())
-		put_stamp(map, (__u32)bpf_get_current_pid_tgid(), bpf_ktime_get_ns());
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *stamp = bpf_map_lookup_elem(map, &tid), now;
+
+	if (stamp) {
+		*stamp = bpf_ktime_get_ns();
+	} else if (task_traced()) {
+		now = bpf_ktime_get_ns();
+		bpf_map_update_elem(map, &tid, &now, BPF_ANY);
+	}
 	return 0;
 }
 
@@ -621,13 +630,16 @@ static __always_inline void note_head(const struct sock *sk, __u64 flags)
 	struct sk_buff *skb = NULL;
 	__u64 id = (__u64)sk;
 
+	slot = bpf_map_lookup_elem(&queue_head, &id);
+	if (slot && flags == BPF_NOEXIST)
+		return;
+
 	if (BPF_CORE_READ(up, reader_queue.qlen))
 		skb = BPF_CORE_READ(up, reader_queue.next);
 	else if (BPF_CORE_READ(sk, sk_receive_queue.qlen))
 		skb = BPF_CORE_READ(sk, sk_receive_queue.next);
 	if (!skb || !datagram_flight(skb, &key))
 		return;
-	slot = bpf_map_lookup_elem(&queue_head, &id);
 	if (!slot)
 		bpf_map_update_elem(&queue_head, &id, &key, BPF_NOEXIST);
 	else if (flags == BPF_ANY)
