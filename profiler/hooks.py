@@ -71,31 +71,21 @@ def _fine(function: str, name: str = "", ret: bool = False) -> tuple[Candidate, 
     )
 
 
-def _returns(*functions: str) -> tuple[Candidate, ...]:
-    """fexit on each of several functions, then kprobe + kretprobe on each."""
-    programs = tuple(f"{kind}_{f}" for f in functions for kind in ("kprobe", "kretprobe"))
+def _fine_each(*functions: str, ret: bool = False) -> tuple[Candidate, ...]:
+    """fentry (fexit when ret) on each of several functions, then kprobes (+ kretprobes)."""
+    entry = "fexit" if ret else "fentry"
+    probes = ("kprobe", "kretprobe") if ret else ("kprobe",)
     return (
         Candidate(
             "fentry",
-            ",".join(f"fexit/{f}" for f in functions),
-            tuple(f"fexit_{f}" for f in functions),
+            ",".join(f"{entry}/{f}" for f in functions),
+            tuple(f"{entry}_{f}" for f in functions),
         ),
         Candidate(
-            "kprobe", ",".join(functions), programs, tuple(f for f in functions for _ in "kr")
-        ),
-    )
-
-
-def _fine_any(*functions: str) -> tuple[Candidate, ...]:
-    """fentry on each of several functions, then kprobes on each."""
-    return (
-        Candidate(
-            "fentry",
-            ",".join(f"fentry/{f}" for f in functions),
-            tuple(f"fentry_{f}" for f in functions),
-        ),
-        Candidate(
-            "kprobe", ",".join(functions), tuple(f"kprobe_{f}" for f in functions), functions
+            "kprobe",
+            ",".join(functions),
+            tuple(f"{probe}_{f}" for f in functions for probe in probes),
+            tuple(f for f in functions for _ in probes),
         ),
     )
 
@@ -120,7 +110,7 @@ BOUNDARIES: tuple[Boundary, ...] = (
     Boundary(
         "recv_return",
         "receive returns the datagram",
-        _returns("udp_recvmsg", "tcp_recvmsg") + _btf_family("sock_recv_length"),
+        _fine_each("udp_recvmsg", "tcp_recvmsg", ret=True) + _btf_family("sock_recv_length"),
         True,
     ),
     Boundary("frag_tx", "the send enters ip_do_fragment", _fine("ip_do_fragment")),
@@ -149,7 +139,7 @@ BOUNDARIES: tuple[Boundary, ...] = (
         "socket enqueue returns (drops counted)",
         _fine("__udp_enqueue_schedule_skb", "udp_enqueue", ret=True),
     ),
-    Boundary("pkt_rcv", "packet socket delivery", _fine_any("tpacket_rcv", "packet_rcv")),
+    Boundary("pkt_rcv", "packet socket delivery", _fine_each("tpacket_rcv", "packet_rcv")),
     Boundary("ring_wake", "a ring receiver returns from poll", _syscalls(*RING_WAITS, when="exit")),
     Boundary("recvmmsg_ret", "recvmmsg returns its batch", _syscalls("recvmmsg", when="exit")),
 )

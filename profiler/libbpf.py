@@ -307,11 +307,15 @@ class BPFObject:
         self.links.append(link)
         return link
 
-    def close(self) -> None:
-        """Detach everything and free the object."""
+    def detach(self) -> None:
+        """Detach every program; the maps stay readable until close."""
         for link in self.links:
             link.destroy()
         self.links.clear()
+
+    def close(self) -> None:
+        """Detach everything and free the object."""
+        self.detach()
         if self._ptr:
             _lib.bpf_object__close(self._ptr)
             self._ptr = None

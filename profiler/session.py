@@ -107,7 +107,11 @@ def interruptible(run: Run) -> Iterator[None]:
 
 
 def finish(tracer: Tracer, run: Run) -> Run:
-    """Last collection: counters, and fragmented datagrams that never completed."""
+    """Last collection, with the programs detached first so that histograms and
+    counters are read at rest (traffic may go on): counters, and fragmented
+    datagrams that never completed."""
+    assert tracer.obj is not None
+    tracer.obj.detach()
     return collect(tracer, run, older_than_ns=0)
 
 

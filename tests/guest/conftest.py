@@ -30,6 +30,19 @@ def guest_outdir(name: str) -> Iterator[Path]:
         shutil.rmtree(outdir, ignore_errors=True)
 
 
+def make_bpf_object(name: str) -> None:
+    """Build one of bpf/'s objects as its source now is: the guest loads what the host built."""
+    proc = subprocess.run(
+        ["make", "-s", "-C", str(HERE.parent.parent / "bpf"), f".output/{name}.bpf.o"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"make {name}.bpf.o failed:\n{proc.stdout}{proc.stderr}")
+
+
 def build_probe(outdir: Path) -> tuple[Path, Path]:
     """Build probe.bpf.c and its libbpf loader, probe_loader.c, with the host's clang."""
     clang = shutil.which("clang")

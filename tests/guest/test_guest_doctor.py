@@ -8,14 +8,13 @@ bpf/.output (probe.bpf.o and stackprof.bpf.o, CO-RE: relocated against the guest
 from __future__ import annotations
 
 import json
-import subprocess
 from typing import Any
 
 import pytest
 
 from profiler.hooks import BOUNDARIES
 
-from .conftest import guest_outdir
+from .conftest import guest_outdir, make_bpf_object
 from .vm import REPO, GuestConfig, GuestResult, run_in_guest
 
 pytestmark = pytest.mark.guest
@@ -23,22 +22,9 @@ pytestmark = pytest.mark.guest
 FUNCTION_KINDS = ("fentry", "fexit", "kprobe", "kretprobe")
 
 
-def _build_probe_object() -> None:
-    """Only the doctor's own object: the tracer's is whatever its owner last built."""
-    proc = subprocess.run(
-        ["make", "-C", str(REPO / "bpf"), ".output/probe.bpf.o"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"make probe.bpf.o failed:\n{proc.stdout}{proc.stderr}")
-
-
 @pytest.fixture(scope="module")
 def guest_doctor(guest_config: GuestConfig) -> tuple[GuestResult, dict[str, Any]]:
-    _build_probe_object()
+    make_bpf_object("probe")
     stackprof = REPO / ".venv" / "bin" / "stackprof"
     with guest_outdir("doctor") as outdir:
         res = run_in_guest(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 
 from profiler.hooks import BY_NAME, PARENT, stages_for
 
+from .conftest import make_bpf_object
 from .vm import REPO, GuestConfig, GuestResult, run_in_guest
 
 pytestmark = pytest.mark.guest
@@ -96,19 +96,6 @@ def _guest_script() -> str:
     )
 
 
-def _build_tracer_object() -> None:
-    """The tracer's object as of its source: the guest loads what the host built."""
-    proc = subprocess.run(
-        ["make", "-s", "-C", str(REPO / "bpf"), ".output/stackprof.bpf.o"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"make stackprof.bpf.o failed:\n{proc.stdout}{proc.stderr}")
-
-
 class Trace:
     """One `stackprof trace` run in the guest: exit code, output, and its JSON if any."""
 
@@ -141,7 +128,7 @@ def _text(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def traces(guest_config: GuestConfig) -> Iterator[dict[str, Trace]]:
-    _build_tracer_object()
+    make_bpf_object("stackprof")
     outdir = Path(tempfile.mkdtemp(prefix="stackprof-guest-trace-", dir="/tmp"))
     try:
         (outdir / "trace.sh").write_text(_guest_script())
