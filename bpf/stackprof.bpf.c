@@ -130,7 +130,9 @@ struct {
 	__type(value, struct sp_flight_key);
 } last_arrival SEC(".maps");
 
-/* Per traced socket, the datagram at the head of its queue (next to be read). */
+/* Per traced socket, the datagram at the head of its queue (next to be read);
+ * a zero protocol marks the slot free (kept, not deleted: an LRU delete and
+ * insert per receive cost more than the rest of the receive's work). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SP_THREAD_ENTRIES);
@@ -631,7 +633,7 @@ static __always_inline void note_head(const struct sock *sk, __u64 flags)
 	__u64 id = (__u64)sk;
 
 	slot = bpf_map_lookup_elem(&queue_head, &id);
-	if (slot && flags == BPF_NOEXIST)
+	if (slot && slot->proto && flags == BPF_NOEXIST)
 		return;
 
 	if (BPF_CORE_READ(up, reader_queue.qlen))
@@ -642,7 +644,7 @@ static __always_inline void note_head(const struct sock *sk, __u64 flags)
 		return;
 	if (!slot)
 		bpf_map_update_elem(&queue_head, &id, &key, BPF_NOEXIST);
-	else if (flags == BPF_ANY)
+	else if (flags == BPF_ANY || !slot->proto)
 		*slot = key;
 }
 
@@ -946,12 +948,13 @@ static __always_inline void delivered(struct sp_flight *f)
 /* The datagram this receive returned, then the next head of the queue. */
 static __always_inline int on_datagram_recv(const struct sock *sk, int ret)
 {
-	struct sp_flight_key *key;
+	struct sp_flight_key *key, *slot;
 	struct sp_flight *f;
 	__u64 id = (__u64)sk;
 	__u16 port;
 
-	key = bpf_map_lookup_elem(&queue_head, &id);
+	slot = bpf_map_lookup_elem(&queue_head, &id);
+	key = slot && slot->proto ? slot : NULL;
 	if (!key) {
 		port = bpf_htons(BPF_CORE_READ(sk, __sk_common.skc_num));
 		key = bpf_map_lookup_elem(&last_arrival, &port);
@@ -965,7 +968,8 @@ static __always_inline int on_datagram_recv(const struct sock *sk, int ret)
 		bpf_map_delete_elem(&flights, key);
 	/* Free the head slot before looking at the queues again, so that an
 	 * enqueue racing with this read can claim it. */
-	bpf_map_delete_elem(&queue_head, &id);
+	if (slot)
+		slot->proto = 0;
 	note_head(sk, BPF_ANY);
 	return 0;
 }
