@@ -648,6 +648,25 @@ static __always_inline void note_head(const struct sock *sk, __u64 flags)
 		*slot = key;
 }
 
+/* The datagram of key is alone in sk's queues: it is the head (a free slot
+ * takes it; a taken one belongs to a read in progress). Saves note_head's
+ * second look at the queue. False when it is not alone. */
+static __always_inline bool claim_lone_head(const struct sock *sk, const struct sp_flight_key *key)
+{
+	struct sp_flight_key *slot;
+	__u64 id = (__u64)sk;
+
+	if (BPF_CORE_READ((struct udp_sock *)sk, reader_queue.qlen) ||
+	    BPF_CORE_READ(sk, sk_receive_queue.qlen) != 1)
+		return false;
+	slot = bpf_map_lookup_elem(&queue_head, &id);
+	if (!slot)
+		bpf_map_update_elem(&queue_head, &id, key, BPF_NOEXIST);
+	else if (!slot->proto)
+		*slot = *key;
+	return true;
+}
+
 static __always_inline __u32 tcp_end_seq(const struct sk_buff *skb)
 {
 	const struct tcp_skb_cb *cb =
@@ -714,7 +733,7 @@ static __always_inline int on_enqueue(const struct sock *sk)
 	 * two enqueues can race); a read in progress still owns a taken slot. */
 	if (proto == IPPROTO_TCP)
 		note_stream_head(sk, BPF_NOEXIST);
-	else
+	else if (!claim_lone_head(sk, &key))
 		note_head(sk, BPF_NOEXIST);
 	return 0;
 }
