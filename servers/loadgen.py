@@ -49,6 +49,7 @@ class ClientResult:
     timeouts: int = 0
     late: int = 0
     errors: int = 0
+    connect_retries: int = 0  # refused or timed-out TCP connects retried (not errors)
     rtt_hdr: str = ""
 
 
@@ -140,17 +141,18 @@ def run_blast(cid: int, cfg: Config, channel: Channel) -> ClientResult:
 def run_client(cid: int, cfg: Config) -> ClientResult:
     """One client's whole life, in its own process."""
     channel: Channel | None
-    errors = 0
+    retries = 0
     if cfg.transport == "tcp":
-        channel, errors = connect_stream(cfg.server, cfg.port, cfg.deadline_ns)
+        channel, retries = connect_stream(cfg.server, cfg.port, cfg.deadline_ns)
     else:
         channel = DatagramChannel(cfg.server, cfg.port)
     if channel is None:
-        return ClientResult(errors=errors, rtt_hdr=new_histogram().encode().decode("ascii"))
+        empty = new_histogram().encode().decode("ascii")
+        return ClientResult(errors=1, connect_retries=retries, rtt_hdr=empty)
     with channel.sock:
         runner = run_blast if cfg.mode == "blast" else run_pingpong
         result = runner(cid, cfg, channel)
-    result.errors += errors
+    result.connect_retries = retries
     return result
 
 
@@ -195,7 +197,7 @@ def merge(results: list[ClientResult | None], duration_s: float) -> dict[str, An
     hist = new_histogram()
     total = ClientResult()
     for result in filter(None, results):
-        for name in ("sent", "received", "bad", "timeouts", "late", "errors"):
+        for name in ("sent", "received", "bad", "timeouts", "late", "errors", "connect_retries"):
             setattr(total, name, getattr(total, name) + getattr(result, name))
         hist.add(HdrHistogram.decode(result.rtt_hdr.encode("ascii")))
     report = asdict(total)
