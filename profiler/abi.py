@@ -85,12 +85,6 @@ def parse_struct(text: str, struct: str, names: dict[str, int]) -> type[ctypes.S
     return type(struct, (ctypes.Structure,), {"_fields_": fields})
 
 
-def load_header(path: Path) -> tuple[str, dict[str, int]]:
-    """Text and constants of a shared header (for other BPF objects' headers)."""
-    text = path.read_text()
-    return text, parse_constants(text)
-
-
 _TEXT = HEADER.read_text()
 CONST = parse_constants(_TEXT)
 PATHS = [m.removeprefix("SP_PATH_").lower() for m in parse_enum(_TEXT, "sp_path")[:-1]]

@@ -70,11 +70,6 @@ def _table() -> dict[str, list[str]]:
         return {}
 
 
-def variants(name: str) -> list[str]:
-    """Every code symbol of the running kernel standing for ``name`` (clones included)."""
-    return list(_table().get(name, ()))
-
-
 def resolve(name: str) -> str | None:
     """The symbol of the running kernel a kprobe on ``name`` should use, or None if absent."""
     return choose(name, _table().get(name, ()))

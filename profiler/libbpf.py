@@ -325,7 +325,3 @@ class BPFObject:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def possible_cpus() -> int:
-    return int(_lib.libbpf_num_possible_cpus())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,7 +177,3 @@ def make_config(
     if cgroup_id is not None:
         cfg.filter_cgroup, cfg.cgroup_id = 1, cgroup_id
     return cfg
-
-
-def is_root() -> bool:
-    return os.geteuid() == 0
