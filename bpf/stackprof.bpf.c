@@ -120,6 +120,22 @@ struct {
 	__type(value, struct ring_pending);
 } ring_pending SEC(".maps");
 
+/* Block-ring receivers only: per client (address, port), its request not yet
+ * seen by the receiver. A busy receiver takes retired blocks without polling,
+ * so the send of a request's response is the latest its wait can have ended. */
+struct ring_client {
+	__u32 addr;
+	__u16 port;
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SP_THREAD_ENTRIES);
+	__type(key, struct ring_client);
+	__type(value, struct sp_flight_key);
+} ring_waiting SEC(".maps");
+
 /* Per destination port, the unfragmented datagram that last arrived at the
  * stack: what a receive took when the kernel let the reader dequeue it before
  * anything saw it queued (no head noted for the socket). */
@@ -400,6 +416,67 @@ static __always_inline void record_send_parts(__u32 path, __u32 tid, __u64 t_sen
 	record_stage(path, SP_STAGE_NEIGH_TX, t_out, now);
 }
 
+/* The ring-pending set of a traced namespace, NULL for others. */
+static __always_inline struct ring_pending *ring_of(__u32 netns)
+{
+	for (__u32 i = 0; i < SP_MAX_NETNS; i++)
+		if (cfg.netns[i] && cfg.netns[i] == netns)
+			return bpf_map_lookup_elem(&ring_pending, &i);
+	return NULL;
+}
+
+/* The ring receiver has seen the request of flight f (key) by now. */
+static __always_inline void ring_delivered(struct sp_flight *f, const struct sp_flight_key *key,
+					   __u64 now)
+{
+	if (now - f->t_last > STALE_SEND_NS) {
+		miss(SP_MISS_KEY_REUSED);	/* another datagram's flight: see enqueued() */
+	} else {
+		record_stage(f->path, SP_STAGE_RING_WAIT, f->t_pkt ?: f->t_last, now);
+		record_stage(f->path, SP_STAGE_TOTAL, f->t_send, now);
+		count(f->path, SP_CNT_DELIVERED);
+		count(f->path, SP_CNT_RING_DELIVERED);
+	}
+	bpf_map_delete_elem(&flights, key);
+}
+
+/* Skip the head of a block ring's pending set past requests already
+ * delivered by their response (answered in arrival order, mostly). */
+static __always_inline void ring_skip_delivered(struct ring_pending *pending)
+{
+	__u32 head;
+
+	for (int i = 0; i < 8; i++) {
+		head = pending->head;
+		if (head == pending->tail ||
+		    bpf_map_lookup_elem(&flights, &pending->keys[head % SP_RING_PENDING]))
+			return;
+		pending->head = head + 1;
+	}
+}
+
+/* A block-ring receiver sends a response (its headers in h, its send call
+ * started at t_send): the client's request, if still waiting, was seen. */
+static __always_inline void ring_answered(const struct ip_udp *h, __u64 t_send)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct ring_client client = { .addr = h->ip.daddr, .port = h->dport };
+	struct ring_pending *pending;
+	struct sp_flight_key *key;
+	struct sp_flight *f;
+
+	key = bpf_map_lookup_elem(&ring_waiting, &client);
+	if (!key)
+		return;
+	f = bpf_map_lookup_elem(&flights, key);
+	if (f && f->path == SP_PATH_REQUEST && t_send > f->t_last)
+		ring_delivered(f, key, t_send);
+	bpf_map_delete_elem(&ring_waiting, &client);
+	pending = ring_of(BPF_CORE_READ(task, nsproxy, net_ns, ns.inum));
+	if (pending)
+		ring_skip_delivered(pending);
+}
+
 /* First fragment queued to the device, inside a traced send: a flight starts. */
 static __always_inline int on_dev_queue(const void *ip)
 {
@@ -423,6 +500,8 @@ static __always_inline int on_dev_queue(const void *ip)
 		return 0;	/* a bare TCP acknowledgement carries no message */
 	flight.t_send = *t_send;
 	flight.t_queue = now;
+	flight.sport = h.sport;
+	flight.dport = h.dport;
 	flight_key(&h, frag_off(&h) & IP_MF, &key);
 	if (key.fragmented)
 		flight.frag_payload = bpf_ntohs(h.ip.tot_len) - h.ip.ihl * 4;
@@ -438,6 +517,8 @@ static __always_inline int on_dev_queue(const void *ip)
 		count(flight.path, SP_CNT_FRAGMENTED);
 	record_stage(flight.path, SP_STAGE_SEND, flight.t_send, now);
 	record_send_parts(flight.path, tid, flight.t_send, now);
+	if (flight.path == SP_PATH_RESPONSE && cfg.ring_receiver == SP_RING_BLOCKS)
+		ring_answered(&h, flight.t_send);
 	return 0;
 }
 
@@ -495,15 +576,6 @@ static __always_inline __u32 skb_netns(const struct sk_buff *skb)
 	return BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
 }
 
-/* The ring-pending set of a traced namespace, NULL for others. */
-static __always_inline struct ring_pending *ring_of(__u32 netns)
-{
-	for (__u32 i = 0; i < SP_MAX_NETNS; i++)
-		if (cfg.netns[i] && cfg.netns[i] == netns)
-			return bpf_map_lookup_elem(&ring_pending, &i);
-	return NULL;
-}
-
 /* A request complete at a ring receiver's stack: it waits there for a wake-up. */
 static __always_inline void ring_push(const struct sk_buff *skb, const struct sp_flight_key *key,
 				      const struct sp_flight *f)
@@ -516,6 +588,11 @@ static __always_inline void ring_push(const struct sk_buff *skb, const struct sp
 	pending = ring_of(skb_netns(skb));
 	if (!pending)
 		return;
+	if (cfg.ring_receiver == SP_RING_BLOCKS) {
+		struct ring_client client = { .addr = key->saddr, .port = f->sport };
+
+		bpf_map_update_elem(&ring_waiting, &client, key, BPF_ANY);
+	}
 	slot = __sync_fetch_and_add(&pending->tail, 1);
 	if (slot - pending->head >= SP_RING_PENDING) {	/* the receiver is that far behind */
 		miss(SP_MISS_RING_FULL);
@@ -901,13 +978,8 @@ static __always_inline int on_ring_wake(bool polled)
 	for (__u32 i = 0; i < SP_RING_PENDING && head + i != tail; i++) {
 		key = &pending->keys[(head + i) % SP_RING_PENDING];
 		f = bpf_map_lookup_elem(&flights, key);
-		if (!f)
-			continue;
-		record_stage(f->path, SP_STAGE_RING_WAIT, f->t_pkt ?: f->t_last, now);
-		record_stage(f->path, SP_STAGE_TOTAL, f->t_send, now);
-		count(f->path, SP_CNT_DELIVERED);
-		count(f->path, SP_CNT_RING_DELIVERED);
-		bpf_map_delete_elem(&flights, key);
+		if (f)
+			ring_delivered(f, key, now);
 	}
 	pending->head = tail;
 	return 0;

@@ -124,7 +124,8 @@ struct sp_flight {
 	__u32 path;
 	__u32 frag_payload;
 	__u32 len;
-	__u32 pad;
+	__u16 sport;	/* the UDP ports, which later fragments do not carry */
+	__u16 dport;
 };
 
 /* Set by the loader before load (rodata): filters cost nothing when off. */

@@ -109,6 +109,27 @@ def test_block_ring_waits_for_its_block_to_retire(compared: dict[str, Any]) -> N
     assert v3 <= 1000 * timeout_us * 1.5
 
 
+def test_busy_block_ring_receiver_still_delivers_every_request(tmp_path: Path) -> None:
+    """64 closed-loop clients keep a TPACKET_V3 server busy: it takes retired blocks
+    without polling, so a request's wait ends at the send of its response at the latest;
+    none may be lost to the pending set overflowing, none may carry another's time."""
+    proc = stackprof(
+        "trace", "--transport", "packet-v3", "--mtu", "1500", "--duration", "2",
+        "--clients", "64", "--no-live", "--json", str(tmp_path / "v3.json"),
+        "--out", str(tmp_path / "v3-run.json"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads((tmp_path / "v3.json").read_text())
+    request = run["datagrams"]["request"]
+    assert request["sent"] > 1000
+    assert request["sent"] - request["traced"] <= 64 + 0.01 * request["sent"]
+    assert request["kernel_ring_delivered"] == request["traced"]
+    assert run["missed"]["ring_full"] <= 0.01 * request["sent"]
+    assert run["missed"]["flights_lost"] <= 0.01 * request["sent"]
+    # No request can have waited longer than the slowest round trip a client saw.
+    assert stage(run, "request", "total")["max_us"] <= run["client_rtt"]["max_us"]
+
+
 def test_recvmmsg_batches_seen_by_the_kernel_match_the_server(compared: dict[str, Any]) -> None:
     run = compared["by"]["udp-mmsg"]
     batch, server = run["recvmmsg_batch"], run["meta"]["server"]
