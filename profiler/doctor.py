@@ -422,7 +422,7 @@ def _rds_check() -> Check:
 
     why = rds_missing()
     if why is None:
-        return Check("rds", "ok", "socket(AF_RDS) works")
+        return Check("rds", "ok", "socket(AF_RDS) works, rds_tcp loaded: --transport rds runs")
     return Check(
         "rds",
         "missing",

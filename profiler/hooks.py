@@ -232,6 +232,15 @@ UDP_ONLY_BOUNDARIES = ("frag_tx", "defrag_done", "udp_rcv", "udp_enqueue")
 STREAM_LABELS = {"udp_ip_tx": "tcp_ip_tx", "ip_udp": "ip_tcp", "sock_wait": "stream_wait"}
 
 
+# Transports whose messages the probes cannot follow, and why (their runs are
+# measured by their clients and server only).
+UNTRACED = {
+    "rds": "RDS messages ride the kernel's own RDS-TCP connection (port 16385), several to "
+    "a segment, read in softirq by RDS itself: no datagram or segment of the service port "
+    "to follow, so an rds run is timed by its clients (RTT) and its server (CPU) only",
+}
+
+
 def unused_boundaries(transport: str) -> tuple[str, ...]:
     """Hook points that serve no stage of this transport (left unhooked)."""
     if transport in RING_TRANSPORTS:
@@ -239,7 +248,7 @@ def unused_boundaries(transport: str) -> tuple[str, ...]:
     unused = ("pkt_rcv", "ring_wake")
     if transport == "attach":
         return unused
-    if transport == "tcp":
+    if transport in ("tcp", "rds"):
         return (*unused, "recvmmsg_ret", *UDP_ONLY_BOUNDARIES)
     return unused if transport == "udp-mmsg" else (*unused, "recvmmsg_ret")
 
@@ -247,7 +256,7 @@ def unused_boundaries(transport: str) -> tuple[str, ...]:
 def stages_for(transport: str) -> tuple[str, ...]:
     """The stages a run of this transport can have, finer ones after their parent."""
     skip: tuple[str, ...] = () if transport in RING_TRANSPORTS else RING_STAGES
-    if transport == "tcp":
+    if transport in ("tcp", "rds"):
         skip += UDP_ONLY_STAGES
     order: list[str] = []
     for stage in STAGE_SPANS:

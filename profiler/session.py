@@ -16,7 +16,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from profiler.collector import collect
-from profiler.hooks import KINDS, RING_TRANSPORTS, STAGE_HELP, stages_for, unused_boundaries
+from profiler.hooks import (
+    KINDS,
+    RING_TRANSPORTS,
+    STAGE_HELP,
+    UNTRACED,
+    stages_for,
+    unused_boundaries,
+)
 from profiler.loader import HookChoice, Tracer, choose_hooks, make_config
 from profiler.run import Run
 from servers.workload import TransportOptions
@@ -72,7 +79,8 @@ def base_meta(choice: HookChoice, transport: str) -> dict[str, Any]:
             for n, label in choice.labels().items()
             if n not in unused_boundaries(transport)
         },
-        "unobserved": choice.unobserved(stages),
+        "unobserved": list(stages) if transport in UNTRACED else choice.unobserved(stages),
+        "untraced": UNTRACED.get(transport),
         "hooks_refused": choice.refused,
         "stage_help": STAGE_HELP,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -277,6 +277,9 @@ def hooks_line(info: Mapping[str, Any]) -> Text:
         text.append("\n" if hooks else "")
         text.append("unobserved: ", style="bold yellow")
         text.append(", ".join(unobserved))
+    if info.get("untraced"):
+        text.append("\nuntraced: ", style="bold yellow")
+        text.append(str(info["untraced"]))
     return text
 
 

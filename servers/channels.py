@@ -2,7 +2,8 @@
 
 The closed-loop client logic (:mod:`servers.loadgen`) is the same for every
 transport; only how a message goes out and how the next one is taken in
-differ. UDP: one datagram is one message. TCP: length-prefixed messages
+differ. UDP: one datagram is one message; RDS likewise, on a socket bound
+to the client's own address (RDS sends only from a bound one). TCP: length-prefixed messages
 (:mod:`servers.stream`) on one connection, with TCP_NODELAY so a request
 leaves at once; a message cut by a timeout stays buffered for the next
 receive. Every wait is bounded by the ``until_ns`` (CLOCK_MONOTONIC) given.
@@ -18,7 +19,7 @@ from servers.payload import MAX_DATAGRAM
 from servers.stream import Deframer, frame
 from servers.udp_server import set_buffers
 
-CLIENT_TRANSPORTS = ("udp", "tcp")
+CLIENT_TRANSPORTS = ("udp", "tcp", "rds")
 _READ_CHUNK = 256 << 10
 _RETRY_S = 0.01
 
@@ -68,6 +69,27 @@ class DatagramChannel:
     def receive(self, until_ns: int) -> memoryview | None:
         size = _recv_until(self.sock, self.buf, until_ns)
         return None if size is None else self.view[:size]
+
+
+class RdsChannel(DatagramChannel):
+    """An RDS socket bound to the address that routes to the server, connected to it."""
+
+    def __init__(self, server: str, port: int) -> None:
+        from servers.rds_server import open_socket
+
+        self.sock = open_socket(source_address(server, port), 0)
+        self.sock.setblocking(True)
+        self.sock.connect((server, port))
+        self.buf = bytearray(MAX_DATAGRAM + 1)
+        self.view = memoryview(self.buf)
+
+
+def source_address(server: str, port: int) -> str:
+    """The local address the routing table picks to reach server (a UDP connect sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((server, port))
+        address: str = probe.getsockname()[0]
+    return address
 
 
 class StreamChannel:

@@ -2,7 +2,8 @@
 
 ``--transport udp`` (default): one connected UDP socket per client, a request
 is one datagram. ``--transport tcp``: one TCP connection per client,
-length-prefixed messages (see :mod:`servers.channels`); pingpong only.
+length-prefixed messages (see :mod:`servers.channels`); ``--transport rds``: one
+RDS socket per client (the kernel's RDS-TCP carries it); both pingpong only.
 
 ``--mode pingpong`` (default): each client sends a request, blocks until the
 matching response arrives (or ``--timeout`` passes: counted as lost, and a new
@@ -26,7 +27,13 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from servers.channels import CLIENT_TRANSPORTS, Channel, DatagramChannel, connect_stream
+from servers.channels import (
+    CLIENT_TRANSPORTS,
+    Channel,
+    DatagramChannel,
+    RdsChannel,
+    connect_stream,
+)
 from servers.netns_exec import child_setup, die_with_parent
 from servers.payload import Verdict, build_request, check_size, verify_response
 
@@ -144,6 +151,8 @@ def run_client(cid: int, cfg: Config) -> ClientResult:
     retries = 0
     if cfg.transport == "tcp":
         channel, retries = connect_stream(cfg.server, cfg.port, cfg.deadline_ns)
+    elif cfg.transport == "rds":
+        channel = RdsChannel(cfg.server, cfg.port)
     else:
         channel = DatagramChannel(cfg.server, cfg.port)
     if channel is None:
@@ -228,7 +237,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         check_size("--response-size", args.response_size)
     except ValueError as exc:
         parser.error(str(exc))
-    if args.transport == "tcp" and args.mode == "blast":
+    if args.transport != "udp" and args.mode == "blast":
         parser.error("--mode blast needs --transport udp")
     if args.clients < 1 or args.duration <= 0 or args.timeout <= 0:
         parser.error("--clients must be >= 1, --duration and --timeout > 0")

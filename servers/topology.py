@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute, config, netns
 
 MTU_MIN = 68
 MTU_MAX = 65535
@@ -32,6 +32,9 @@ PREFIX = "sp"
 _NS_RE = re.compile(rf"^{PREFIX}(\d+)-(cli|srv)$")
 _VETH_RE = re.compile(rf"^{PREFIX}(\d+)[cs]$")
 _CLONE_NEWNET = 0x40000000
+# pyroute2 creates a namespace in a forked helper and gives up on it after 2 s; under
+# emulation (the guest tests) a busy kernel can take longer to answer.
+config.default_communicate_timeout = max(config.default_communicate_timeout, 30)
 
 
 class NetnsInodes(NamedTuple):

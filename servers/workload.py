@@ -13,7 +13,8 @@ Transports (``TRANSPORTS``): ``udp`` (:mod:`servers.udp_server`), ``udp-mmsg``
 (:mod:`servers.mmsg_server`, batched receive), ``packet-v2``/``packet-v3``
 (:mod:`servers.packet_server`: requests read from a TPACKET ring on the server's
 veth, responses sent as frames built in user space), all with UDP clients; ``tcp``
-(:mod:`servers.tcp_server`) with TCP clients. ``TransportOptions`` tunes them.
+(:mod:`servers.tcp_server`) with TCP clients; ``rds`` (:mod:`servers.rds_server`,
+where the kernel has RDS-TCP) with RDS clients. ``TransportOptions`` tunes them.
 """
 
 from __future__ import annotations
@@ -32,15 +33,16 @@ from servers.netns_exec import NetnsProcess
 from servers.payload import check_size
 from servers.topology import Topology
 
-TRANSPORTS = ("udp", "udp-mmsg", "packet-v2", "packet-v3", "tcp")
+TRANSPORTS = ("udp", "udp-mmsg", "packet-v2", "packet-v3", "tcp", "rds")
 SERVERS = {
     "udp": "udp_server",
     "udp-mmsg": "mmsg_server",
     "packet-v2": "packet_server",
     "packet-v3": "packet_server",
     "tcp": "tcp_server",
+    "rds": "rds_server",
 }
-CLIENT_TRANSPORT = {"tcp": "tcp"}  # the others' clients are plain UDP
+CLIENT_TRANSPORT = {"tcp": "tcp", "rds": "rds"}  # the others' clients are plain UDP
 BLAST_TRANSPORTS = ("udp", "udp-mmsg", "packet-v2", "packet-v3")  # servers with --sink
 MODES = ("pingpong", "blast")
 READY_TIMEOUT_S = 30.0  # Python under emulation (the guest tests) starts ~13x slower
