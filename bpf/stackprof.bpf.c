@@ -440,28 +440,11 @@ static __always_inline void ring_delivered(struct sp_flight *f, const struct sp_
 	bpf_map_delete_elem(&flights, key);
 }
 
-/* Skip the head of a block ring's pending set past requests already
- * delivered by their response (answered in arrival order, mostly). */
-static __always_inline void ring_skip_delivered(struct ring_pending *pending)
-{
-	__u32 head;
-
-	for (int i = 0; i < 8; i++) {
-		head = pending->head;
-		if (head == pending->tail ||
-		    bpf_map_lookup_elem(&flights, &pending->keys[head % SP_RING_PENDING]))
-			return;
-		pending->head = head + 1;
-	}
-}
-
 /* A block-ring receiver sends a response (its headers in h, its send call
  * started at t_send): the client's request, if still waiting, was seen. */
 static __always_inline void ring_answered(const struct ip_udp *h, __u64 t_send)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct ring_client client = { .addr = h->ip.daddr, .port = h->dport };
-	struct ring_pending *pending;
 	struct sp_flight_key *key;
 	struct sp_flight *f;
 
@@ -472,9 +455,6 @@ static __always_inline void ring_answered(const struct ip_udp *h, __u64 t_send)
 	if (f && f->path == SP_PATH_REQUEST && t_send > f->t_last)
 		ring_delivered(f, key, t_send);
 	bpf_map_delete_elem(&ring_waiting, &client);
-	pending = ring_of(BPF_CORE_READ(task, nsproxy, net_ns, ns.inum));
-	if (pending)
-		ring_skip_delivered(pending);
 }
 
 /* First fragment queued to the device, inside a traced send: a flight starts. */
@@ -591,10 +571,13 @@ static __always_inline void ring_push(const struct sk_buff *skb, const struct sp
 	if (cfg.ring_receiver == SP_RING_BLOCKS) {
 		struct ring_client client = { .addr = key->saddr, .port = f->sport };
 
-		bpf_map_update_elem(&ring_waiting, &client, key, BPF_ANY);
+		if (bpf_map_update_elem(&ring_waiting, &client, key, BPF_ANY))
+			miss(SP_MISS_RING_FULL);
 	}
 	slot = __sync_fetch_and_add(&pending->tail, 1);
-	if (slot - pending->head >= SP_RING_PENDING) {	/* the receiver is that far behind */
+	/* A frame ring's receiver that far behind loses the oldest; a block ring's
+	 * oldest are still waited for by their clients, whose responses end them. */
+	if (slot - pending->head >= SP_RING_PENDING && cfg.ring_receiver == SP_RING_FRAMES) {
 		miss(SP_MISS_RING_FULL);
 		return;
 	}
