@@ -17,9 +17,9 @@ from profiler import abi
 from profiler.cli import TRANSPORTS, UsageError
 from profiler.run import Run, default_trace_path
 from profiler.session import AttachOptions, SessionError, TraceOptions, netns_inode
+from servers.rds_server import AF_RDS
 from servers.workload import TransportOptions
 
-AF_RDS = 21
 MAX_NETNS = abi.CONST["SP_MAX_NETNS"]
 NO_LIVE_WIDTH = 110  # final tables on a pipe: wide enough for every column unwrapped
 

@@ -232,6 +232,9 @@ UDP_ONLY_BOUNDARIES = ("frag_tx", "defrag_done", "udp_rcv", "udp_enqueue")
 STREAM_LABELS = {"udp_ip_tx": "tcp_ip_tx", "ip_udp": "ip_tcp", "sock_wait": "stream_wait"}
 
 
+# Transports whose packets are never IP fragments nor UDP (a byte stream, or RDS on it).
+STREAM_TRANSPORTS = ("tcp", "rds")
+
 # Transports whose messages the probes cannot follow, and why (their runs are
 # measured by their clients and server only).
 UNTRACED = {
@@ -248,7 +251,7 @@ def unused_boundaries(transport: str) -> tuple[str, ...]:
     unused = ("pkt_rcv", "ring_wake")
     if transport == "attach":
         return unused
-    if transport in ("tcp", "rds"):
+    if transport in STREAM_TRANSPORTS:
         return (*unused, "recvmmsg_ret", *UDP_ONLY_BOUNDARIES)
     return unused if transport == "udp-mmsg" else (*unused, "recvmmsg_ret")
 
@@ -256,7 +259,7 @@ def unused_boundaries(transport: str) -> tuple[str, ...]:
 def stages_for(transport: str) -> tuple[str, ...]:
     """The stages a run of this transport can have, finer ones after their parent."""
     skip: tuple[str, ...] = () if transport in RING_TRANSPORTS else RING_STAGES
-    if transport in ("tcp", "rds"):
+    if transport in STREAM_TRANSPORTS:
         skip += UDP_ONLY_STAGES
     order: list[str] = []
     for stage in STAGE_SPANS:

@@ -2,9 +2,9 @@
 
 The closed-loop client logic (:mod:`servers.loadgen`) is the same for every
 transport; only how a message goes out and how the next one is taken in
-differ. UDP: one datagram is one message; RDS likewise, on a socket bound
-to the client's own address (RDS sends only from a bound one). TCP: length-prefixed messages
-(:mod:`servers.stream`) on one connection, with TCP_NODELAY so a request
+differ. UDP: one datagram is one message; RDS likewise, on a socket bound to
+the client's own address (RDS sends only from a bound one). TCP:
+length-prefixed messages (:mod:`servers.stream`) on one connection, with TCP_NODELAY so a request
 leaves at once; a message cut by a timeout stays buffered for the next
 receive. Every wait is bounded by the ``until_ns`` (CLOCK_MONOTONIC) given.
 """
@@ -15,6 +15,7 @@ import socket
 import time
 from typing import Protocol
 
+from servers import rds_server
 from servers.payload import MAX_DATAGRAM
 from servers.stream import Deframer, frame
 from servers.udp_server import set_buffers
@@ -56,11 +57,16 @@ class DatagramChannel:
     """A connected UDP socket (so ICMP errors come back as ConnectionRefusedError)."""
 
     def __init__(self, server: str, port: int) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        set_buffers(self.sock)
+        self.sock = self.open(server, port)
         self.sock.connect((server, port))
         self.buf = bytearray(MAX_DATAGRAM + 1)
         self.view = memoryview(self.buf)
+
+    @staticmethod
+    def open(server: str, port: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        set_buffers(sock)
+        return sock
 
     def send(self, message: bytes, until_ns: int) -> None:
         """One datagram (a UDP send does not wait for the peer, so until_ns is not needed)."""
@@ -74,14 +80,11 @@ class DatagramChannel:
 class RdsChannel(DatagramChannel):
     """An RDS socket bound to the address that routes to the server, connected to it."""
 
-    def __init__(self, server: str, port: int) -> None:
-        from servers.rds_server import open_socket
-
-        self.sock = open_socket(source_address(server, port), 0)
-        self.sock.setblocking(True)
-        self.sock.connect((server, port))
-        self.buf = bytearray(MAX_DATAGRAM + 1)
-        self.view = memoryview(self.buf)
+    @staticmethod
+    def open(server: str, port: int) -> socket.socket:
+        sock = rds_server.open_socket(source_address(server, port), 0)
+        sock.setblocking(True)
+        return sock
 
 
 def source_address(server: str, port: int) -> str:

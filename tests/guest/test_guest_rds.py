@@ -19,6 +19,7 @@ import pytest
 from profiler.hooks import UNTRACED
 
 from .conftest import make_bpf_object
+from .rds_matrix import CLIENTS
 from .vm import REPO, GuestConfig, run_in_guest
 
 pytestmark = pytest.mark.guest
@@ -72,7 +73,10 @@ def test_rds_serves_every_mtu_and_response_size(guest_rds: Path) -> None:
     }  # fmt: skip
     for row in rows:
         assert row["received"] > 10 and row["bad"] == 0, row
-        assert row["sent"] - row["received"] <= 2, row  # at most one in flight per client
+        # At most one in flight per client at the end; under emulation the first message's
+        # RDS-TCP connection set-up can outlast the 1 s request timeout, once per client.
+        assert row["timeouts"] <= CLIENTS, row
+        assert row["sent"] - row["received"] <= CLIENTS + row["timeouts"], row
         assert row["server"]["responses"] >= row["received"], row
         assert row["server"]["bad_requests"] == 0, row
 
