@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -224,8 +226,26 @@ def test_functions_of_candidates() -> None:
     assert doctor._functions(candidates) == ["ip_defrag", "udp_rcv"]
 
 
+@pytest.fixture
+def reachable_by_others() -> Iterator[None]:
+    """Let an unprivileged user reach the checkout for one test: a clone under a 0700
+    folder (mktemp -d) is closed to it. Every folder's mode is restored after."""
+    changed = []
+    for folder in (REPO, *REPO.parents):
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            folder.chmod(mode | stat.S_IXOTH)
+            changed.append((folder, mode))
+    try:
+        yield
+    finally:
+        for folder, mode in changed:
+            folder.chmod(mode)
+
+
 @pytest.mark.root
 @needs_root
+@pytest.mark.usefixtures("reachable_by_others")
 def test_not_root_exits_1_without_traceback() -> None:
     """An unprivileged user gets the report (nothing proved) and exit 1, not a crash."""
     proc = subprocess.run(
