@@ -2,13 +2,14 @@
 
 Usage (root): ``.venv/bin/python benchmarks/overhead.py [--rounds 3] [--seconds 3] [--json FILE]``
 
-One Topology at MTU 1500. Each round runs the three configurations one after
-the other (none, empty programs on the same hooks, stackprof), the order
+One Topology at MTU 1500. Each round runs the four configurations one after
+the other (none; empty programs on the same hooks; the same programs taking
+one timestamp each, ``clock``; stackprof), the order
 rotated every round so that no configuration always runs first or last while
 the machine drifts. Under each: a blast run (8192-byte datagrams, fire and
 forget: throughput) and a closed-loop run (512-byte requests, 8192-byte
 responses: latency). Then, with ``kernel.bpf_stats_enabled=1`` for just that
-long, one blast run under stackprof and one under the empty programs give the
+long, one blast run under stackprof, the empty and the clock programs give the
 mean ns per hook event from the kernel's own per-program counters.
 
 See benchmarks/README.md for how to read the figures.
@@ -43,8 +44,11 @@ from servers.topology import NETNS_DIR, PREFIX, Topology  # noqa: E402
 from servers.workload import Workload, WorkloadResult  # noqa: E402
 
 EMPTY_OBJECT = REPO / "bpf" / ".output" / "empty.bpf.o"
+CLOCK_OBJECT = REPO / "bpf" / ".output" / "clock.bpf.o"
+FLOORS = {"empty": EMPTY_OBJECT, "clock": CLOCK_OBJECT}
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
-CONFIGS = ("none", "empty", "stackprof")
+CONFIGS = ("none", "empty", "clock", "stackprof")
+TRACED = CONFIGS[1:]
 MTU = 1500
 PORT = 7000
 DATAGRAM = 8192
@@ -138,12 +142,14 @@ def chosen_programs(choice: HookChoice) -> set[str]:
 
 def check_empty_object(names: set[str]) -> None:
     """Refuse to measure a floor on other hooks than stackprof's (empty.bpf.c out of step)."""
-    with BPFObject(OBJECT) as real, BPFObject(EMPTY_OBJECT) as empty:
+    with BPFObject(OBJECT) as real:
         want = {p.name: p.section for p in real.programs() if p.name in names}
-        have = {p.name: p.section for p in empty.programs()}
-    wrong = sorted(n for n, sec in want.items() if have.get(n) != sec)
-    if wrong:
-        raise SystemExit(f"bpf/empty.bpf.c lacks or mis-sections: {', '.join(wrong)}")
+    for path in FLOORS.values():
+        with BPFObject(path) as floor:
+            have = {p.name: p.section for p in floor.programs()}
+        wrong = sorted(n for n, sec in want.items() if have.get(n) != sec)
+        if wrong:
+            raise SystemExit(f"{path.name} (bpf/empty.bpf.c) lacks or mis-sections: {wrong}")
 
 
 @contextlib.contextmanager
@@ -152,8 +158,8 @@ def attached(config: str, topo: Topology, choice: HookChoice) -> Iterator[Attach
     names = chosen_programs(choice)
     if config == "none":
         yield Attached([])
-    elif config == "empty":
-        with BPFObject(EMPTY_OBJECT) as obj:
+    elif config in FLOORS:
+        with BPFObject(FLOORS[config]) as obj:
             obj.autoload_only(names)
             obj.load()
             for name in sorted(names):
@@ -291,7 +297,7 @@ def wait_quiet(limit_s: float) -> list[str]:
 
 
 def rotated(rnd: int) -> list[str]:
-    """This round's order: the three configurations, rotated by the round number."""
+    """This round's order: the configurations, rotated by the round number."""
     k = rnd % len(CONFIGS)
     return list(CONFIGS[k:] + CONFIGS[:k])
 
@@ -325,16 +331,19 @@ def summarise(runs: list[RunFigures]) -> dict[str, Any]:
     return {
         "median": med,
         "spread_datagrams_per_s": {c: _spread(runs, c, "datagrams_per_s") for c in CONFIGS},
-        "throughput_loss_pct": {c: loss[c] for c in ("empty", "stackprof")},
-        "paired_loss_pct": {c: paired_loss(runs, c) for c in ("empty", "stackprof")},
-        "loss_vs_empty": loss["stackprof"] / loss["empty"] if loss["empty"] > 0 else None,
-        "p50_ratio": {c: med[c]["p50_us"] / base["p50_us"] for c in ("empty", "stackprof")},
-        "p99_ratio": {c: med[c]["p99_us"] / base["p99_us"] for c in ("empty", "stackprof")},
+        "throughput_loss_pct": {c: loss[c] for c in TRACED},
+        "paired_loss_pct": {c: paired_loss(runs, c) for c in TRACED},
+        "loss_vs_empty": {
+            c: loss[c] / loss["empty"] if loss["empty"] > 0 else None
+            for c in ("clock", "stackprof")
+        },
+        "p50_ratio": {c: med[c]["p50_us"] / base["p50_us"] for c in TRACED},
+        "p99_ratio": {c: med[c]["p99_us"] / base["p99_us"] for c in TRACED},
     }
 
 
 def verdicts(summary: dict[str, Any], cost: EventCost) -> dict[str, bool | None]:
-    ratio = summary["loss_vs_empty"]
+    ratio = summary["loss_vs_empty"]["stackprof"]
     return {
         f"throughput loss <= {MAX_LOSS_VS_EMPTY} x empty": None
         if ratio is None
@@ -377,14 +386,14 @@ def print_summary(summary: dict[str, Any]) -> None:
         )
     paired = summary["paired_loss_pct"]
     print(
-        f"  loss against the same round's none, median: empty {paired['empty']:+.1f}%, "
-        f"stackprof {paired['stackprof']:+.1f}%"
+        "  loss against the same round's none, median: "
+        + ", ".join(f"{c} {paired[c]:+.1f}%" for c in TRACED)
     )
-    ratio = summary["loss_vs_empty"]
-    print(
-        "  stackprof loss / empty loss: "
-        + ("n/a (empty lost nothing)" if ratio is None else f"{ratio:.2f}")
-    )
+    for config, ratio in summary["loss_vs_empty"].items():
+        print(
+            f"  {config} loss / empty loss: "
+            + ("n/a (empty lost nothing)" if ratio is None else f"{ratio:.2f}")
+        )
 
 
 def print_cost(cost: EventCost) -> None:
@@ -401,6 +410,16 @@ def print_cost(cost: EventCost) -> None:
     )
     if cost.traced:
         print(f"  stackprof request-path counters: {cost.traced}")
+
+
+def print_clock(costs: list[EventCost]) -> None:
+    """What one timestamp costs here: clock's mean per event less empty's."""
+    by = {c.config: c for c in costs}
+    stamp = by["clock"].mean_ns - by["empty"].mean_ns
+    print(
+        f"\none timestamp (bpf_ktime_get_ns) on these hooks: {stamp:.1f} ns per event "
+        f"(clock {by['clock'].mean_ns:.1f} - empty {by['empty'].mean_ns:.1f})"
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -428,11 +447,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print_round(fig)
                 runs.append(fig)
         with bpf_stats():
-            costs = [event_cost(c, topo, choice, args.seconds) for c in ("stackprof", "empty")]
+            costs = [event_cost(c, topo, choice, args.seconds) for c in ("stackprof", *FLOORS)]
     summary = summarise(runs)
     print_summary(summary)
     for cost in costs:
         print_cost(cost)
+    print_clock(costs)
     checks = verdicts(summary, costs[0])
     print("\nTargets")
     for name, ok in checks.items():
@@ -478,7 +498,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three configurations")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the four configurations")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each load run")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument(

@@ -5,16 +5,41 @@
  * choice made on stackprof's object (profiler.loader.choose_hooks) selects
  * the same attachments here. benchmarks/overhead.py attaches these to
  * measure the cost of dispatch alone. Keep in step with stackprof.bpf.c.
+ *
+ * Built again with -DCLOCK (clock.bpf.o): each program then takes one
+ * timestamp and keeps it per CPU, so that the same run also measures what a
+ * timestamp costs on these hooks, the unit every stage boundary pays.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 
 char LICENSE[] SEC("license") = "GPL";
 
+#ifdef CLOCK
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} last_stamp SEC(".maps");
+
+static __always_inline void body(void)
+{
+	__u32 zero = 0;
+	__u64 *t = bpf_map_lookup_elem(&last_stamp, &zero);
+
+	if (t)
+		*t = bpf_ktime_get_ns();
+}
+#else
+static __always_inline void body(void) {}
+#endif
+
 #define EMPTY(sec, name) \
 	SEC(sec) \
 	int name(void *ctx) \
 	{ \
+		body(); \
 		return 0; \
 	}
 

@@ -32,43 +32,48 @@ const volatile struct sp_config cfg = {};
 
 struct sp_stats stats = {};
 
-/* Start of the send and receive calls of traced threads, by thread id. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, SP_THREAD_ENTRIES);
-	__type(key, __u32);
-	__type(value, __u64);
-} send_start SEC(".maps");
+/* A thread's timestamp, in the slot its thread id picks: an array lookup is
+ * inlined by the verifier where a hash lookup is a helper call, on hooks that
+ * fire for every send and receive. A slot names its thread; two traced
+ * threads sharing one take turns (counted as thread_slot). */
+struct thread_stamp {
+	__u32 tid;
+	__u32 pad;
+	__u64 t;
+};
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, SP_THREAD_ENTRIES);
-	__type(key, __u32);
-	__type(value, __u64);
-} recv_start SEC(".maps");
+#define THREAD_STAMPS(name)                                  \
+	struct {                                             \
+		__uint(type, BPF_MAP_TYPE_ARRAY);            \
+		__uint(max_entries, SP_THREAD_ENTRIES);      \
+		__type(key, __u32);                          \
+		__type(value, struct thread_stamp);          \
+	} name SEC(".maps")
 
+_Static_assert((SP_THREAD_ENTRIES & (SP_THREAD_ENTRIES - 1)) == 0, "a power of two");
+
+/* Start of the send and receive calls of traced threads. */
+THREAD_STAMPS(send_start);
+THREAD_STAMPS(recv_start);
+
+/* Datagrams in flight, in sets of SP_FLIGHT_WAYS slots picked by a hash of
+ * their key: every lookup is an inlined array access, an insert or a delete a
+ * few stores (an LRU hash costs a helper call for each, and an insert on one
+ * CPU of a slot freed on another takes the LRU's locks). A full set gives its
+ * stalest slot to the new flight. User space reads the table mmapped. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, SP_FLIGHT_ENTRIES);
-	__type(key, struct sp_flight_key);
-	__type(value, struct sp_flight);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct sp_flight_slot);
 } flights SEC(".maps");
+
 
 /* Per thread, when the datagram being sent entered ip_do_fragment, and when
  * its first packet entered ip_finish_output2 (neighbour output). */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, SP_THREAD_ENTRIES);
-	__type(key, __u32);
-	__type(value, __u64);
-} frag_start SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, SP_THREAD_ENTRIES);
-	__type(key, __u32);
-	__type(value, __u64);
-} output_start SEC(".maps");
+THREAD_STAMPS(frag_start);
+THREAD_STAMPS(output_start);
 
 /* kprobe flavour only: the skb a probed call got, for its return probe
  * (softirq work does not nest on one CPU). */
@@ -277,16 +282,34 @@ static __always_inline bool task_traced(void)
 	return netns_ok(BPF_CORE_READ(task, nsproxy, net_ns, ns.inum));
 }
 
-/* Set a thread's stamp: in place when the thread has one (an LRU update
- * allocates a new element, several times the cost of a store). */
+static __always_inline struct thread_stamp *stamp_slot(void *map, __u32 tid)
+{
+	__u32 slot = tid & (SP_THREAD_ENTRIES - 1);
+
+	return bpf_map_lookup_elem(map, &slot);
+}
+
+/* The stamp of thread tid in map, NULL if it has none. */
+static __always_inline __u64 *thread_stamp(void *map, __u32 tid)
+{
+	struct thread_stamp *s = stamp_slot(map, tid);
+
+	return s && tid && s->tid == tid ? &s->t : NULL;
+}
+
+/* Set a thread's stamp, taking its slot from any other thread. */
 static __always_inline void put_stamp(void *map, __u32 tid, __u64 now)
 {
-	__u64 *stamp = bpf_map_lookup_elem(map, &tid);
+	struct thread_stamp *s = stamp_slot(map, tid);
 
-	if (stamp)
-		*stamp = now;
-	else
-		bpf_map_update_elem(map, &tid, &now, BPF_ANY);
+	if (!s || !tid)
+		return;
+	if (s->tid != tid) {
+		if (s->tid && now - s->t < STALE_SEND_NS)
+			miss(SP_MISS_THREAD_SLOT);
+		s->tid = tid;
+	}
+	s->t = now;
 }
 
 /* Stamp the calling thread if the filters let it through. A thread that has
@@ -294,14 +317,12 @@ static __always_inline void put_stamp(void *map, __u32 tid, __u64 now)
 static __always_inline int stamp_thread(void *map)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 *stamp = bpf_map_lookup_elem(map, &tid), now;
+	__u64 *stamp = thread_stamp(map, tid);
 
-	if (stamp) {
+	if (stamp)
 		*stamp = bpf_ktime_get_ns();
-	} else if (task_traced()) {
-		now = bpf_ktime_get_ns();
-		bpf_map_update_elem(map, &tid, &now, BPF_ANY);
-	}
+	else if (task_traced())
+		put_stamp(map, tid, bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -367,6 +388,102 @@ static __always_inline void flight_key(const struct ip_udp *h, bool fragmented,
 	key->dport = fragmented ? 0 : h->dport;
 }
 
+static __always_inline bool same_key(const struct sp_flight_key *a, const struct sp_flight_key *b)
+{
+	return a->saddr == b->saddr && a->daddr == b->daddr && a->id == b->id &&
+	       a->proto == b->proto && a->fragmented == b->fragmented && a->sport == b->sport &&
+	       a->dport == b->dport;
+}
+
+#define FLIGHT_SETS (SP_FLIGHT_ENTRIES / SP_FLIGHT_WAYS)
+_Static_assert((FLIGHT_SETS & (FLIGHT_SETS - 1)) == 0, "a power of two");
+
+/* murmur3's finaliser: every input bit moves every output bit, so that IP IDs
+ * differing in any byte (they are stored in network order) land in other sets. */
+static __always_inline __u32 mix32(__u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	h ^= h >> 16;
+	return h;
+}
+
+/* First slot of key's set. */
+static __always_inline __u32 flight_set(const struct sp_flight_key *k)
+{
+	__u32 h = mix32(k->saddr);
+
+	h = mix32(h ^ k->daddr);
+	h = mix32(h ^ ((__u32)k->id << 16 | (__u32)k->proto << 8 | k->fragmented));
+	h = mix32(h ^ ((__u32)k->sport << 16 | k->dport));
+	return (h & (FLIGHT_SETS - 1)) * SP_FLIGHT_WAYS;
+}
+
+static __always_inline struct sp_flight_slot *flight_slot(__u32 index)
+{
+	return bpf_map_lookup_elem(&flights, &index);
+}
+
+static __always_inline struct sp_flight *lookup_flight(const struct sp_flight_key *key)
+{
+	__u32 first = flight_set(key);
+	struct sp_flight_slot *slot;
+
+	for (__u32 way = 0; way < SP_FLIGHT_WAYS; way++) {
+		slot = flight_slot(first + way);
+		if (slot && slot->key.proto && same_key(&slot->key, key))
+			return &slot->f;
+	}
+	return NULL;
+}
+
+/* Free the slot of flight f (a pointer lookup_flight gave). */
+static __always_inline void drop_flight(struct sp_flight *f)
+{
+	struct sp_flight_slot *slot = (void *)f - __builtin_offsetof(struct sp_flight_slot, f);
+
+	slot->key.proto = 0;
+}
+
+/* Start flight f of key at now: a flight of the same key still there was
+ * another datagram's (key_reused); a set without a free or stale slot loses
+ * its oldest flight (flight_full). */
+static __always_inline void insert_flight(const struct sp_flight_key *key,
+					  const struct sp_flight *f, __u64 now)
+{
+	struct sp_flight_slot *slot, *best = NULL;
+	__u32 first = flight_set(key);
+	__u64 best_age = 0, age;
+
+	for (__u32 way = 0; way < SP_FLIGHT_WAYS; way++) {
+		slot = flight_slot(first + way);
+		if (!slot)
+			return;
+		age = slot->key.proto ? now - slot->f.t_queue : ~0ULL;
+		if (slot->key.proto && same_key(&slot->key, key)) {
+			miss(SP_MISS_KEY_REUSED);
+			best = slot;
+			break;
+		}
+		if (!best || age > best_age) {
+			best = slot;
+			best_age = age;
+		}
+	}
+	if (!best)
+		return;
+	if (best->key.proto && best_age <= STALE_SEND_NS && !same_key(&best->key, key))
+		miss(SP_MISS_FLIGHT_FULL);
+	/* Free while rewriting, so that no reader pairs the new times with the old key. */
+	best->key.proto = 0;
+	asm volatile("" ::: "memory");
+	best->f = *f;
+	asm volatile("" ::: "memory");
+	best->key = *key;
+}
+
 /* The flight of the first fragment (or only packet) of a datagram. */
 static __always_inline struct sp_flight *head_flight(const struct ip_udp *h)
 {
@@ -375,7 +492,7 @@ static __always_inline struct sp_flight *head_flight(const struct ip_udp *h)
 	if (frag_off(h) & IP_OFFSET)
 		return NULL;
 	flight_key(h, frag_off(h) & IP_MF, &key);
-	return bpf_map_lookup_elem(&flights, &key);
+	return lookup_flight(&key);
 }
 
 static __always_inline int classify(const struct ip_udp *h, __u32 *path)
@@ -392,7 +509,7 @@ static __always_inline int classify(const struct ip_udp *h, __u32 *path)
 /* A per-thread stamp taken during the send that started at t_send, else 0. */
 static __always_inline __u64 stamp_since(void *map, __u32 tid, __u64 t_send, __u64 now)
 {
-	__u64 *t = bpf_map_lookup_elem(map, &tid);
+	__u64 *t = thread_stamp(map, tid);
 
 	return t && *t >= t_send && *t <= now ? *t : 0;
 }
@@ -425,9 +542,8 @@ static __always_inline struct ring_pending *ring_of(__u32 netns)
 	return NULL;
 }
 
-/* The ring receiver has seen the request of flight f (key) by now. */
-static __always_inline void ring_delivered(struct sp_flight *f, const struct sp_flight_key *key,
-					   __u64 now)
+/* The ring receiver has seen the request of flight f by now. */
+static __always_inline void ring_delivered(struct sp_flight *f, __u64 now)
 {
 	if (now - f->t_last > STALE_SEND_NS) {
 		miss(SP_MISS_KEY_REUSED);	/* another datagram's flight: see enqueued() */
@@ -437,7 +553,7 @@ static __always_inline void ring_delivered(struct sp_flight *f, const struct sp_
 		count(f->path, SP_CNT_DELIVERED);
 		count(f->path, SP_CNT_RING_DELIVERED);
 	}
-	bpf_map_delete_elem(&flights, key);
+	drop_flight(f);
 }
 
 /* A block-ring receiver sends a response (its headers in h, its send call
@@ -451,9 +567,9 @@ static __always_inline void ring_answered(const struct ip_udp *h, __u64 t_send)
 	key = bpf_map_lookup_elem(&ring_waiting, &client);
 	if (!key)
 		return;
-	f = bpf_map_lookup_elem(&flights, key);
+	f = lookup_flight(key);
 	if (f && f->path == SP_PATH_REQUEST && t_send > f->t_last)
-		ring_delivered(f, key, t_send);
+		ring_delivered(f, t_send);
 	bpf_map_delete_elem(&ring_waiting, &client);
 }
 
@@ -469,7 +585,7 @@ static __always_inline int on_dev_queue(const void *ip)
 	if (!ip_header(ip, &h) || (frag_off(&h) & IP_OFFSET))
 		return 0;
 	tid = (__u32)bpf_get_current_pid_tgid();
-	t_send = bpf_map_lookup_elem(&send_start, &tid);
+	t_send = thread_stamp(&send_start, tid);
 	if (!t_send || classify(&h, &flight.path))
 		return 0;
 	now = bpf_ktime_get_ns();
@@ -485,13 +601,7 @@ static __always_inline int on_dev_queue(const void *ip)
 	flight_key(&h, frag_off(&h) & IP_MF, &key);
 	if (key.fragmented)
 		flight.frag_payload = bpf_ntohs(h.ip.tot_len) - h.ip.ihl * 4;
-	if (bpf_map_update_elem(&flights, &key, &flight, BPF_NOEXIST)) {
-		miss(SP_MISS_KEY_REUSED);
-		if (bpf_map_update_elem(&flights, &key, &flight, BPF_ANY)) {
-			miss(SP_MISS_FLIGHT_FULL);
-			return 0;
-		}
-	}
+	insert_flight(&key, &flight, now);
 	count(flight.path, SP_CNT_SENT);
 	if (key.fragmented)
 		count(flight.path, SP_CNT_FRAGMENTED);
@@ -508,7 +618,7 @@ static __always_inline int on_output(const void *ip)
 	__u32 tid = (__u32)bpf_get_current_pid_tgid(), path;
 	struct ip_udp h;
 
-	if (!bpf_map_lookup_elem(&send_start, &tid) || !ip_header(ip, &h) ||
+	if (!thread_stamp(&send_start, tid) || !ip_header(ip, &h) ||
 	    (frag_off(&h) & IP_OFFSET) || classify(&h, &path))
 		return 0;
 	put_stamp(&output_start, tid, bpf_ktime_get_ns());
@@ -521,7 +631,7 @@ static __always_inline int on_fragment(const void *ip)
 	__u32 tid = (__u32)bpf_get_current_pid_tgid(), path;
 	struct ip_udp h;
 
-	if (!bpf_map_lookup_elem(&send_start, &tid) || !ip_header(ip, &h) || classify(&h, &path))
+	if (!thread_stamp(&send_start, tid) || !ip_header(ip, &h) || classify(&h, &path))
 		return 0;
 	put_stamp(&frag_start, tid, bpf_ktime_get_ns());
 	return 0;
@@ -613,7 +723,7 @@ static __always_inline int on_last_fragment(const struct sk_buff *skb, const str
 	__u32 frags;
 
 	flight_key(h, true, &key);
-	f = bpf_map_lookup_elem(&flights, &key);
+	f = lookup_flight(&key);
 	if (!f || f->t_last)
 		return 0;
 	f->t_last = bpf_ktime_get_ns();
@@ -676,11 +786,11 @@ static __always_inline struct sp_flight *datagram_flight(const struct sk_buff *s
 		return NULL;
 	df = frag_off(&h) & IP_DF;
 	flight_key(&h, !df, key);
-	f = bpf_map_lookup_elem(&flights, key);
+	f = lookup_flight(key);
 	if (f || df)
 		return f;
 	flight_key(&h, false, key);
-	return bpf_map_lookup_elem(&flights, key);
+	return lookup_flight(key);
 }
 
 /* Remember the datagram now at the head of a socket's queues, if any (UDP
@@ -809,7 +919,7 @@ static __always_inline int on_udp_enqueue_ret(const struct sk_buff *skb, int ret
 		return 0;
 	if (ret) {
 		count(f->path, SP_CNT_ENQUEUE_DROPS);
-		bpf_map_delete_elem(&flights, &key);
+		drop_flight(f);
 	} else if (!f->t_enq) {
 		enqueued(f);
 	}
@@ -831,7 +941,7 @@ static __always_inline struct sp_flight *completing_flight(const void *ip)
 	if (off & IP_MF)
 		return NULL;
 	flight_key(&h, off & IP_OFFSET, &key);
-	f = bpf_map_lookup_elem(&flights, &key);
+	f = lookup_flight(&key);
 	return f && f->t_last ? f : NULL;
 }
 
@@ -924,7 +1034,7 @@ static __always_inline int on_packet_rcv(const struct sk_buff *skb)
 	if (off & IP_MF)
 		return 0;
 	flight_key(&h, off & IP_OFFSET, &key);
-	f = bpf_map_lookup_elem(&flights, &key);
+	f = lookup_flight(&key);
 	if (!f || f->t_pkt || !f->t_last)
 		return 0;
 	f->t_pkt = bpf_ktime_get_ns();
@@ -960,9 +1070,9 @@ static __always_inline int on_ring_wake(bool polled)
 	now = bpf_ktime_get_ns();
 	for (__u32 i = 0; i < SP_RING_PENDING && head + i != tail; i++) {
 		key = &pending->keys[(head + i) % SP_RING_PENDING];
-		f = bpf_map_lookup_elem(&flights, key);
+		f = lookup_flight(key);
 		if (f)
-			ring_delivered(f, key, now);
+			ring_delivered(f, now);
 	}
 	pending->head = tail;
 	return 0;
@@ -1011,7 +1121,7 @@ static __always_inline void delivered(struct sp_flight *f)
 		count(f->path, SP_CNT_ENQUEUE_UNSEEN);
 		wait_from = f->t_last;
 	}
-	t_enter = bpf_map_lookup_elem(&recv_start, &tid);
+	t_enter = thread_stamp(&recv_start, tid);
 	start = t_enter && *t_enter > wait_from ? *t_enter : wait_from;
 	record_stage(f->path, SP_STAGE_SOCK_WAIT, wait_from, start);
 	record_stage(f->path, SP_STAGE_RECV, start, now);
@@ -1033,13 +1143,13 @@ static __always_inline int on_datagram_recv(const struct sock *sk, int ret)
 		port = bpf_htons(BPF_CORE_READ(sk, __sk_common.skc_num));
 		key = bpf_map_lookup_elem(&last_arrival, &port);
 	}
-	f = key ? bpf_map_lookup_elem(&flights, key) : NULL;
+	f = key ? lookup_flight(key) : NULL;
 	if (f && f->len != ret)
 		miss(SP_MISS_PAIR_MISMATCH);
 	else if (f && f->t_last)
 		delivered(f);
 	if (f)
-		bpf_map_delete_elem(&flights, key);
+		drop_flight(f);
 	/* Free the head slot before looking at the queues again, so that an
 	 * enqueue racing with this read can claim it. */
 	if (slot)
@@ -1065,11 +1175,11 @@ static __always_inline int on_stream_recv(const struct sock *sk)
 	copied = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
 	if ((__s32)(copied - head->end_seq) < 0)
 		return 0;
-	f = bpf_map_lookup_elem(&flights, &head->key);
+	f = lookup_flight(&head->key);
 	if (f && f->t_last)
 		delivered(f);
 	if (f)
-		bpf_map_delete_elem(&flights, &head->key);
+		drop_flight(f);
 	bpf_map_delete_elem(&stream_head, &id);
 	note_stream_head(sk, BPF_ANY);
 	return 0;

@@ -2,7 +2,7 @@
 /*
  * Shared between the BPF programs and Python (profiler/abi.py parses this
  * file: keep to plain #defines of integers, enums with implicit values and
- * structs of __u32/__u64 fields and arrays of them).
+ * structs of __u8..__u64 fields, arrays of them and structs defined above).
  */
 #ifndef __STACKPROF_H
 #define __STACKPROF_H
@@ -15,6 +15,7 @@
 #define SP_NBUCKETS 1984
 
 #define SP_FLIGHT_ENTRIES 16384
+#define SP_FLIGHT_WAYS 2
 #define SP_THREAD_ENTRIES 4096
 #define SP_MAX_NETNS 4
 #define SP_RING_PENDING 64
@@ -91,6 +92,7 @@ enum sp_miss {
 	SP_MISS_PAIR_MISMATCH,
 	SP_MISS_OUT_OF_RANGE,
 	SP_MISS_RING_FULL,
+	SP_MISS_THREAD_SLOT,
 	SP_NMISS,
 };
 
@@ -126,6 +128,12 @@ struct sp_flight {
 	__u32 len;
 	__u16 sport;	/* the UDP ports, which later fragments do not carry */
 	__u16 dport;
+};
+
+/* A slot of the in-flight table (key.proto 0: free). */
+struct sp_flight_slot {
+	struct sp_flight_key key;
+	struct sp_flight f;
 };
 
 /* Set by the loader before load (rodata): filters cost nothing when off. */

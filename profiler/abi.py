@@ -64,8 +64,14 @@ def parse_enum(text: str, enum: str) -> list[str]:
     return [m.strip() for m in match.group(1).split(",") if m.strip()]
 
 
-def parse_struct(text: str, struct: str, names: dict[str, int]) -> type[ctypes.Structure]:
-    """A ctypes.Structure with the same layout as a header struct."""
+def parse_struct(
+    text: str,
+    struct: str,
+    names: dict[str, int],
+    structs: dict[str, type[ctypes.Structure]] | None = None,
+) -> type[ctypes.Structure]:
+    """A ctypes.Structure with the same layout as a header struct; fields of
+    struct types name earlier ones, given in structs."""
     match = re.search(rf"struct\s+{struct}\s*\{{(.*?)\}};", _strip_comments(text), flags=re.S)
     if not match:
         raise KeyError(struct)
@@ -74,10 +80,12 @@ def parse_struct(text: str, struct: str, names: dict[str, int]) -> type[ctypes.S
         line = line.strip()
         if not line:
             continue
-        decl = re.fullmatch(r"(__u8|__u16|__u32|__u64)\s+(\w+)((?:\[[^\]]+\])*)", line)
-        if not decl:
+        decl = re.fullmatch(r"(__u8|__u16|__u32|__u64|struct\s+\w+)\s+(\w+)((?:\[[^\]]+\])*)", line)
+        known = {**_CTYPES, **{f"struct {n}": t for n, t in (structs or {}).items()}}
+        kind = re.sub(r"\s+", " ", decl.group(1)) if decl else ""
+        if not decl or kind not in known:
             raise ValueError(f"unsupported field in struct {struct}: {line}")
-        ctype: Any = _CTYPES[decl.group(1)]
+        ctype: Any = known[kind]
         dims = [_eval(d, names) for d in re.findall(r"\[([^\]]+)\]", decl.group(3))]
         for dim in reversed(dims):
             ctype = ctype * dim
@@ -99,6 +107,9 @@ Config = parse_struct(_TEXT, "sp_config", CONST)
 Stats = parse_struct(_TEXT, "sp_stats", CONST)
 FlightKey = parse_struct(_TEXT, "sp_flight_key", CONST)
 Flight = parse_struct(_TEXT, "sp_flight", CONST)
+FlightSlot = parse_struct(
+    _TEXT, "sp_flight_slot", CONST, {"sp_flight_key": FlightKey, "sp_flight": Flight}
+)
 
 
 def hist_index(path: str, name: str) -> int:

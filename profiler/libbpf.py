@@ -49,6 +49,7 @@ _sig("bpf_map__fd", ctypes.c_int, _P)
 _sig("bpf_map__initial_value", _P, _P, ctypes.POINTER(ctypes.c_size_t))
 _sig("bpf_map__set_initial_value", ctypes.c_int, _P, _P, ctypes.c_size_t)
 _sig("bpf_map__value_size", ctypes.c_uint32, _P)
+_sig("bpf_map__max_entries", ctypes.c_uint32, _P)
 _sig("bpf_map_lookup_elem", ctypes.c_int, ctypes.c_int, _P, _P)
 _sig("bpf_map_get_next_key", ctypes.c_int, ctypes.c_int, _P, _P)
 _sig("bpf_map_delete_elem", ctypes.c_int, ctypes.c_int, _P)
@@ -235,6 +236,17 @@ class Map:
         length = -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
         self._mmap = mmap.mmap(self.fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         return ctype.from_buffer(self._mmap)
+
+    def mmapped_array(self, ctype: type[ctypes.Structure]) -> ctypes.Array[ctypes.Structure]:
+        """The live elements of an mmapable array map whose values are ctype."""
+        size = _lib.bpf_map__value_size(self._ptr)
+        if size != ctypes.sizeof(ctype):
+            wrong = f"{self.name} has {size}-byte values, not {ctype.__name__}"
+            raise BPFError(errno.EINVAL, wrong)
+        count = _lib.bpf_map__max_entries(self._ptr)
+        length = -(-size * count // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._mmap = mmap.mmap(self.fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        return (ctype * count).from_buffer(self._mmap)
 
     def lookup(self, key: ctypes._SimpleCData | ctypes.Structure, value: ctypes.Structure) -> bool:
         return _lib.bpf_map_lookup_elem(self.fd, ctypes.byref(key), ctypes.byref(value)) == 0

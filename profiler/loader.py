@@ -122,6 +122,7 @@ class Tracer:
         self.path = path
         self.obj: BPFObject | None = None
         self.stats: ctypes.Structure | None = None
+        self.flights: ctypes.Array[ctypes.Structure] | None = None
 
     def __enter__(self) -> Tracer:
         chosen = [c for c in self.choice.chosen.values() if c]
@@ -135,6 +136,7 @@ class Tracer:
             for candidate in chosen:
                 attach_candidate(self.obj, candidate)
             self.stats = self.obj.global_map(".bss").mmapped(abi.Stats)
+            self.flights = self.obj.map("flights").mmapped_array(abi.FlightSlot)
         except BaseException:
             self.obj.close()
             raise
@@ -145,6 +147,7 @@ class Tracer:
             self.obj.close()
             self.obj = None
             self.stats = None
+            self.flights = None
 
     def recursion_misses(self) -> int:
         """Times a program could not run because another BPF program was running."""
