@@ -161,6 +161,15 @@ struct {
 	__type(value, struct sp_flight_key);
 } queue_head SEC(".maps");
 
+/* The same in the socket's own storage, where every program that reaches the
+ * socket has it typed: no hash lookup, and freed with the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sp_flight_key);
+} sock_head SEC(".maps");
+
 /* Per traced TCP socket, the segment at the head of its receive queue and
  * the sequence number just past it: a stream is read by bytes, so the
  * segment is delivered by the receive that copies its last byte. */
@@ -188,6 +197,30 @@ struct ip_udp {
 	__be32 ack_seq;
 	__u8 tcp_doff;	/* data offset in the upper 4 bits */
 };
+
+/* The headers net_dev_queue read from an skb, for the device hooks after it
+ * on the same CPU (over veth all of them: transmit, receive, stack entry), so
+ * that they skip the probe read. A note names its skb by address, data buffer
+ * and truesize; the stack entry, the last of them, wipes it. */
+enum note_kind { NOTE_OTHER, NOTE_FIRST, NOTE_MIDDLE, NOTE_LAST };
+enum device_hook { AT_XMIT, AT_RX, AT_STACK };
+
+struct skb_note {
+	__u64 skb;
+	__u64 head;
+	__u32 truesize;
+	__u32 kind;	/* of IPv4 UDP or TCP packets, whose headers are in h */
+	struct ip_udp h;
+};
+
+#define SKB_NOTES 16
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SKB_NOTES);
+	__type(key, __u32);
+	__type(value, struct skb_note);
+} skb_notes SEC(".maps");
 
 static __always_inline __u32 log2_u64(__u64 v)
 {
@@ -348,9 +381,26 @@ static __always_inline __u32 payload_len(const struct ip_udp *h)
 	return bpf_ntohs(h->ip.tot_len) - h->ip.ihl * 4 - (h->tcp_doff >> 4) * 4;
 }
 
-static __always_inline bool skb_is_ipv4(const struct sk_buff *skb)
+/* Programs whose arguments are typed (tp_btf, fentry, fexit) read kernel
+ * structs with plain loads the verifier checks; raw_tp and kprobe ones, whose
+ * arguments are plain numbers, through CO-RE probe reads, a helper call each
+ * (~50 ns on a slow VM). Functions taking `typed` get it as a constant from
+ * their program, so that each program keeps one of the two branches. */
+#define TYPED true
+#define UNTYPED false
+#define READ(typed, src, ...) \
+	((typed) ? ___arrow(src, __VA_ARGS__) : BPF_CORE_READ(src, __VA_ARGS__))
+
+static __always_inline bool skb_is_ipv4(const struct sk_buff *skb, bool typed)
 {
-	return BPF_CORE_READ(skb, protocol) == bpf_htons(ETH_P_IP);
+	return READ(typed, skb, protocol) == bpf_htons(ETH_P_IP);
+}
+
+/* The IP header of an skb the stack has set its network header in. */
+static __always_inline bool skb_ip_udp(const struct sk_buff *skb, bool typed, struct ip_udp *h)
+{
+	return skb_is_ipv4(skb, typed) &&
+	       read_ip_udp(READ(typed, skb, head) + READ(typed, skb, network_header), h);
 }
 
 /* Where an IPv4 skb's IP header is (NULL for other protocols): on transmit
@@ -369,6 +419,70 @@ static __always_inline bool skb_is_ipv4(const struct sk_buff *skb)
 static __always_inline bool ip_header(const void *ip, struct ip_udp *h)
 {
 	return ip && read_ip_udp(ip, h);
+}
+
+static __always_inline const void *tx_ip(const struct sk_buff *skb, bool typed)
+{
+	return typed ? TX_IP(skb) : TX_IP_CORE(skb);
+}
+
+static __always_inline const void *rx_ip(const struct sk_buff *skb, bool typed)
+{
+	return typed ? RX_IP(skb) : RX_IP_CORE(skb);
+}
+
+static __always_inline struct skb_note *note_slot(const struct sk_buff *skb)
+{
+	__u32 slot = ((__u64)skb >> 8 ^ (__u64)skb >> 12) & (SKB_NOTES - 1);
+
+	return bpf_map_lookup_elem(&skb_notes, &slot);
+}
+
+static __always_inline __u32 note_kind(bool ours, const struct ip_udp *h)
+{
+	__u16 off = ours ? bpf_ntohs(h->ip.frag_off) : 0;
+
+	if (!ours)
+		return NOTE_OTHER;
+	if (!(off & IP_OFFSET))
+		return NOTE_FIRST;
+	return off & IP_MF ? NOTE_MIDDLE : NOTE_LAST;
+}
+
+/* Typed programs only: reading skb's fields costs nothing there. */
+static __always_inline void leave_note(const struct sk_buff *skb, bool ours, const struct ip_udp *h)
+{
+	struct skb_note *note = note_slot(skb);
+
+	if (!note)
+		return;
+	note->skb = (__u64)skb;
+	note->head = (__u64)skb->head;
+	note->truesize = skb->truesize;
+	note->kind = note_kind(ours, h);
+	if (ours)
+		note->h = *h;
+}
+
+/* The headers of skb at a device hook after net_dev_queue, when they matter
+ * to it: a datagram's first packet, and at the stack entry (the last hook,
+ * which wipes the note) its last fragment too. From this CPU's note when it
+ * has one, else read from the packet. */
+static __always_inline bool device_headers(const struct sk_buff *skb, bool typed,
+					   enum device_hook at, struct ip_udp *h)
+{
+	struct skb_note *note = typed ? note_slot(skb) : NULL;
+
+	if (note && note->skb == (__u64)skb && note->head == (__u64)skb->head &&
+	    note->truesize == skb->truesize) {
+		if (at == AT_STACK)
+			note->skb = 0;
+		if (note->kind != NOTE_FIRST && !(at == AT_STACK && note->kind == NOTE_LAST))
+			return false;
+		*h = note->h;
+		return true;
+	}
+	return ip_header(at == AT_XMIT ? tx_ip(skb, typed) : rx_ip(skb, typed), h);
 }
 
 static __always_inline __u16 frag_off(const struct ip_udp *h)
@@ -398,8 +512,7 @@ static __always_inline bool same_key(const struct sp_flight_key *a, const struct
 #define FLIGHT_SETS (SP_FLIGHT_ENTRIES / SP_FLIGHT_WAYS)
 _Static_assert((FLIGHT_SETS & (FLIGHT_SETS - 1)) == 0, "a power of two");
 
-/* murmur3's finaliser: every input bit moves every output bit, so that IP IDs
- * differing in any byte (they are stored in network order) land in other sets. */
+/* murmur3's finaliser: every input bit moves every output bit. */
 static __always_inline __u32 mix32(__u32 h)
 {
 	h ^= h >> 16;
@@ -410,15 +523,17 @@ static __always_inline __u32 mix32(__u32 h)
 	return h;
 }
 
-/* First slot of key's set. */
+/* First slot of key's set: a hash of everything but the IP ID, plus the ID. A
+ * sender numbers its datagrams in sequence, so its flights take consecutive
+ * sets, on the few pages (and TLB entries) it touched last. */
 static __always_inline __u32 flight_set(const struct sp_flight_key *k)
 {
 	__u32 h = mix32(k->saddr);
 
 	h = mix32(h ^ k->daddr);
-	h = mix32(h ^ ((__u32)k->id << 16 | (__u32)k->proto << 8 | k->fragmented));
+	h = mix32(h ^ ((__u32)k->proto << 8 | k->fragmented));
 	h = mix32(h ^ ((__u32)k->sport << 16 | k->dport));
-	return (h & (FLIGHT_SETS - 1)) * SP_FLIGHT_WAYS;
+	return ((h + bpf_ntohs(k->id)) & (FLIGHT_SETS - 1)) * SP_FLIGHT_WAYS;
 }
 
 static __always_inline struct sp_flight_slot *flight_slot(__u32 index)
@@ -574,15 +689,19 @@ static __always_inline void ring_answered(const struct ip_udp *h, __u64 t_send)
 }
 
 /* First fragment queued to the device, inside a traced send: a flight starts. */
-static __always_inline int on_dev_queue(const void *ip)
+static __always_inline int on_dev_queue(const struct sk_buff *skb, bool typed)
 {
 	struct sp_flight_key key = {};
 	struct sp_flight flight = {};
 	struct ip_udp h;
 	__u64 *t_send, now;
+	bool ours;
 	__u32 tid;
 
-	if (!ip_header(ip, &h) || (frag_off(&h) & IP_OFFSET))
+	ours = ip_header(tx_ip(skb, typed), &h);
+	if (typed)
+		leave_note(skb, ours, &h);
+	if (!ours || (frag_off(&h) & IP_OFFSET))
 		return 0;
 	tid = (__u32)bpf_get_current_pid_tgid();
 	t_send = thread_stamp(&send_start, tid);
@@ -637,24 +756,24 @@ static __always_inline int on_fragment(const void *ip)
 	return 0;
 }
 
-static __always_inline int on_dev_xmit(const void *ip)
+static __always_inline int on_dev_xmit(const struct sk_buff *skb, bool typed)
 {
 	struct sp_flight *f;
 	struct ip_udp h;
 
-	if (!ip_header(ip, &h) || !(f = head_flight(&h)) || f->t_xmit)
+	if (!device_headers(skb, typed, AT_XMIT, &h) || !(f = head_flight(&h)) || f->t_xmit)
 		return 0;
 	f->t_xmit = bpf_ktime_get_ns();
 	record_stage(f->path, SP_STAGE_QDISC, f->t_queue, f->t_xmit);
 	return 0;
 }
 
-static __always_inline int on_dev_rx(const void *ip)
+static __always_inline int on_dev_rx(const struct sk_buff *skb, bool typed)
 {
 	struct sp_flight *f;
 	struct ip_udp h;
 
-	if (!ip_header(ip, &h) || !(f = head_flight(&h)) || f->t_rx)
+	if (!device_headers(skb, typed, AT_RX, &h) || !(f = head_flight(&h)) || f->t_rx)
 		return 0;
 	f->t_rx = bpf_ktime_get_ns();
 	record_stage(f->path, SP_STAGE_DRIVER, f->t_xmit, f->t_rx);
@@ -736,13 +855,13 @@ static __always_inline int on_last_fragment(const struct sk_buff *skb, const str
 	return 0;
 }
 
-static __always_inline int on_stack_rx(const struct sk_buff *skb, const void *ip)
+static __always_inline int on_stack_rx(const struct sk_buff *skb, bool typed)
 {
 	struct sp_flight *f;
 	struct ip_udp h;
 	__u16 off;
 
-	if (!ip_header(ip, &h))
+	if (!device_headers(skb, typed, AT_STACK, &h))
 		return 0;
 	off = frag_off(&h);
 	if (off & IP_OFFSET)
@@ -762,27 +881,26 @@ static __always_inline int on_stack_rx(const struct sk_buff *skb, const void *ip
 }
 
 /* IPPROTO_UDP or IPPROTO_TCP for the IPv4 sockets stackprof follows, else 0. */
-static __always_inline __u16 sock_proto4(const struct sock *sk)
+static __always_inline __u16 sock_proto4(const struct sock *sk, bool typed)
 {
 	__u16 proto;
 
-	if (BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET)
+	if (READ(typed, sk, __sk_common.skc_family) != AF_INET)
 		return 0;
-	proto = BPF_CORE_READ(sk, sk_protocol);
+	proto = READ(typed, sk, sk_protocol);
 	return proto == IPPROTO_UDP || proto == IPPROTO_TCP ? proto : 0;
 }
 
 /* A datagram after reassembly: a datagram without DF is looked up as
  * fragmented first (reassembly clears MF and the offset). */
-static __always_inline struct sp_flight *datagram_flight(const struct sk_buff *skb,
+static __always_inline struct sp_flight *datagram_flight(const struct sk_buff *skb, bool typed,
 							  struct sp_flight_key *key)
 {
 	struct sp_flight *f;
 	struct ip_udp h;
 	bool df;
 
-	if (!skb_is_ipv4(skb) ||
-	    !read_ip_udp(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, network_header), &h))
+	if (!skb_ip_udp(skb, typed, &h))
 		return NULL;
 	df = frag_off(&h) & IP_DF;
 	flight_key(&h, !df, key);
@@ -793,46 +911,62 @@ static __always_inline struct sp_flight *datagram_flight(const struct sk_buff *s
 	return lookup_flight(key);
 }
 
-/* Remember the datagram now at the head of a socket's queues, if any (UDP
- * reads from reader_queue, refilled from sk_receive_queue). */
-static __always_inline void note_head(const struct sock *sk, __u64 flags)
+/* The head slot of socket sk (NULL: it has none and create is false). */
+static __always_inline struct sp_flight_key *head_slot(const struct sock *sk, bool typed,
+						       bool create)
 {
-	struct udp_sock *up = (struct udp_sock *)sk;
-	struct sp_flight_key key = {}, *slot;
-	struct sk_buff *skb = NULL;
+	struct sp_flight_key none = {}, *slot;
 	__u64 id = (__u64)sk;
 
+	if (typed && cfg.sock_storage)
+		return bpf_sk_storage_get(&sock_head, (struct sock *)sk, NULL,
+					  create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
 	slot = bpf_map_lookup_elem(&queue_head, &id);
+	if (slot || !create)
+		return slot;
+	bpf_map_update_elem(&queue_head, &id, &none, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&queue_head, &id);
+}
+
+/* Remember the datagram now at the head of a socket's queues, if any (UDP
+ * reads from reader_queue, refilled from sk_receive_queue), in the socket's
+ * head slot (NULL: none yet). */
+static __always_inline void note_head(const struct sock *sk, bool typed,
+				      struct sp_flight_key *slot, __u64 flags)
+{
+	struct udp_sock *up = (struct udp_sock *)sk;
+	struct sp_flight_key key = {};
+	struct sp_flight *f = NULL;
+
 	if (slot && slot->proto && flags == BPF_NOEXIST)
 		return;
 
+	/* A udp_sock field is past struct sock: a probe read even when typed. */
 	if (BPF_CORE_READ(up, reader_queue.qlen))
-		skb = BPF_CORE_READ(up, reader_queue.next);
-	else if (BPF_CORE_READ(sk, sk_receive_queue.qlen))
-		skb = BPF_CORE_READ(sk, sk_receive_queue.next);
-	if (!skb || !datagram_flight(skb, &key))
+		f = datagram_flight(BPF_CORE_READ(up, reader_queue.next), UNTYPED, &key);
+	else if (READ(typed, sk, sk_receive_queue.qlen))
+		f = datagram_flight(READ(typed, sk, sk_receive_queue.next), typed, &key);
+	if (!f)
 		return;
 	if (!slot)
-		bpf_map_update_elem(&queue_head, &id, &key, BPF_NOEXIST);
-	else if (flags == BPF_ANY || !slot->proto)
+		slot = head_slot(sk, typed, true);
+	if (slot && (flags == BPF_ANY || !slot->proto))
 		*slot = key;
 }
 
 /* The datagram of key is alone in sk's queues: it is the head (a free slot
  * takes it; a taken one belongs to a read in progress). Saves note_head's
  * second look at the queue. False when it is not alone. */
-static __always_inline bool claim_lone_head(const struct sock *sk, const struct sp_flight_key *key)
+static __always_inline bool claim_lone_head(const struct sock *sk, bool typed,
+					    const struct sp_flight_key *key)
 {
 	struct sp_flight_key *slot;
-	__u64 id = (__u64)sk;
 
 	if (BPF_CORE_READ((struct udp_sock *)sk, reader_queue.qlen) ||
-	    BPF_CORE_READ(sk, sk_receive_queue.qlen) != 1)
+	    READ(typed, sk, sk_receive_queue.qlen) != 1)
 		return false;
-	slot = bpf_map_lookup_elem(&queue_head, &id);
-	if (!slot)
-		bpf_map_update_elem(&queue_head, &id, key, BPF_NOEXIST);
-	else if (!slot->proto)
+	slot = head_slot(sk, typed, true);
+	if (slot && !slot->proto)
 		*slot = *key;
 	return true;
 }
@@ -846,16 +980,16 @@ static __always_inline __u32 tcp_end_seq(const struct sk_buff *skb)
 }
 
 /* Remember the segment now at the head of a TCP socket's receive queue. */
-static __always_inline void note_stream_head(const struct sock *sk, __u64 flags)
+static __always_inline void note_stream_head(const struct sock *sk, bool typed, __u64 flags)
 {
 	struct stream_head head = {};
 	struct sk_buff *skb;
 	__u64 id = (__u64)sk;
 
-	if (!BPF_CORE_READ(sk, sk_receive_queue.qlen))
+	if (!READ(typed, sk, sk_receive_queue.qlen))
 		return;
-	skb = BPF_CORE_READ(sk, sk_receive_queue.next);
-	if (!datagram_flight(skb, &head.key))
+	skb = READ(typed, sk, sk_receive_queue.next);
+	if (!datagram_flight(skb, typed, &head.key))
 		return;
 	head.end_seq = tcp_end_seq(skb);
 	bpf_map_update_elem(&stream_head, &id, &head, flags);
@@ -881,20 +1015,20 @@ static __always_inline void enqueued(struct sp_flight *f)
 /* Socket enqueue. Kernels since 6.13 skip the notification when the queue
  * was not empty: those datagrams are counted, and their wait starts at the
  * last fragment's stack entry. */
-static __always_inline int on_enqueue(const struct sock *sk)
+static __always_inline int on_enqueue(const struct sock *sk, bool typed)
 {
 	struct sp_flight_key key = {};
 	struct sp_flight *f;
 	struct sk_buff *skb;
 	__u16 proto;
 
-	proto = sock_proto4(sk);
+	proto = sock_proto4(sk, typed);
 	if (!proto)
 		return 0;
-	skb = BPF_CORE_READ(sk, sk_receive_queue.prev);
+	skb = READ(typed, sk, sk_receive_queue.prev);
 	if ((void *)skb == (void *)&sk->sk_receive_queue)
 		return 0;
-	f = datagram_flight(skb, &key);
+	f = datagram_flight(skb, typed, &key);
 	if (!f)
 		return 0;
 	if (!f->t_enq)
@@ -902,20 +1036,20 @@ static __always_inline int on_enqueue(const struct sock *sk)
 	/* A free head slot takes the queues' first datagram (not always this one:
 	 * two enqueues can race); a read in progress still owns a taken slot. */
 	if (proto == IPPROTO_TCP)
-		note_stream_head(sk, BPF_NOEXIST);
-	else if (!claim_lone_head(sk, &key))
-		note_head(sk, BPF_NOEXIST);
+		note_stream_head(sk, typed, BPF_NOEXIST);
+	else if (!claim_lone_head(sk, typed, &key))
+		note_head(sk, typed, head_slot(sk, typed, false), BPF_NOEXIST);
 	return 0;
 }
 
 /* Socket enqueue return (fexit/kretprobe): drops counted, and the enqueue
  * time of datagrams whose data-ready notification the kernel skipped. */
-static __always_inline int on_udp_enqueue_ret(const struct sk_buff *skb, int ret)
+static __always_inline int on_udp_enqueue_ret(const struct sk_buff *skb, bool typed, int ret)
 {
 	struct sp_flight_key key = {};
 	struct sp_flight *f;
 
-	if (!skb || !(f = datagram_flight(skb, &key)))
+	if (!skb || !(f = datagram_flight(skb, typed, &key)))
 		return 0;
 	if (ret) {
 		count(f->path, SP_CNT_ENQUEUE_DROPS);
@@ -983,7 +1117,8 @@ static __always_inline int on_defrag_enter(void)
 	return 0;
 }
 
-static __always_inline int on_defrag_ret(const struct sk_buff *skb, __u32 user, int ret)
+static __always_inline int on_defrag_ret(const struct sk_buff *skb, bool typed, __u32 user,
+					 int ret)
 {
 	__u64 *start, t_entry;
 	struct sp_flight_key key = {};
@@ -995,7 +1130,7 @@ static __always_inline int on_defrag_ret(const struct sk_buff *skb, __u32 user, 
 		return 0;
 	t_entry = *start;
 	*start = 0;
-	if (ret || !skb || !(f = datagram_flight(skb, &key)) || f->t_defrag)
+	if (ret || !skb || !(f = datagram_flight(skb, typed, &key)) || f->t_defrag)
 		return 0;
 	f->t_defrag = bpf_ktime_get_ns();
 	if (t_entry >= f->t_last) {
@@ -1007,12 +1142,12 @@ static __always_inline int on_defrag_ret(const struct sk_buff *skb, __u32 user, 
 }
 
 /* UDP receive entry: the datagram is whole and routed to this host. */
-static __always_inline int on_udp_rcv(const struct sk_buff *skb)
+static __always_inline int on_udp_rcv(const struct sk_buff *skb, bool typed)
 {
 	struct sp_flight_key key = {};
 	struct sp_flight *f;
 
-	if (!(f = datagram_flight(skb, &key)) || f->t_udp)
+	if (!(f = datagram_flight(skb, typed, &key)) || f->t_udp)
 		return 0;
 	f->t_udp = bpf_ktime_get_ns();
 	record_stage(f->path, SP_STAGE_IP_LOCAL, f->t_defrag ?: f->t_local_in ?: f->t_last, f->t_udp);
@@ -1020,15 +1155,14 @@ static __always_inline int on_udp_rcv(const struct sk_buff *skb)
 }
 
 /* Packet socket delivery of a datagram's last fragment (or only packet). */
-static __always_inline int on_packet_rcv(const struct sk_buff *skb)
+static __always_inline int on_packet_rcv(const struct sk_buff *skb, bool typed)
 {
 	struct sp_flight_key key = {};
 	struct sp_flight *f;
 	struct ip_udp h;
 	__u16 off;
 
-	if (!skb_is_ipv4(skb) ||
-	    !read_ip_udp(BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, network_header), &h))
+	if (!skb_ip_udp(skb, typed, &h))
 		return 0;
 	off = frag_off(&h);
 	if (off & IP_MF)
@@ -1130,17 +1264,16 @@ static __always_inline void delivered(struct sp_flight *f)
 }
 
 /* The datagram this receive returned, then the next head of the queue. */
-static __always_inline int on_datagram_recv(const struct sock *sk, int ret)
+static __always_inline int on_datagram_recv(const struct sock *sk, bool typed, int ret)
 {
 	struct sp_flight_key *key, *slot;
 	struct sp_flight *f;
-	__u64 id = (__u64)sk;
 	__u16 port;
 
-	slot = bpf_map_lookup_elem(&queue_head, &id);
+	slot = head_slot(sk, typed, false);
 	key = slot && slot->proto ? slot : NULL;
 	if (!key) {
-		port = bpf_htons(BPF_CORE_READ(sk, __sk_common.skc_num));
+		port = bpf_htons(READ(typed, sk, __sk_common.skc_num));
 		key = bpf_map_lookup_elem(&last_arrival, &port);
 	}
 	f = key ? lookup_flight(key) : NULL;
@@ -1154,13 +1287,13 @@ static __always_inline int on_datagram_recv(const struct sock *sk, int ret)
 	 * enqueue racing with this read can claim it. */
 	if (slot)
 		slot->proto = 0;
-	note_head(sk, BPF_ANY);
+	note_head(sk, typed, slot, BPF_ANY);
 	return 0;
 }
 
 /* A TCP receive returned: the head segment is delivered once its last byte
  * has been copied (copied_seq past its end); a partial read waits. */
-static __always_inline int on_stream_recv(const struct sock *sk)
+static __always_inline int on_stream_recv(const struct sock *sk, bool typed)
 {
 	struct stream_head *head;
 	struct sp_flight *f;
@@ -1169,7 +1302,7 @@ static __always_inline int on_stream_recv(const struct sock *sk)
 
 	head = bpf_map_lookup_elem(&stream_head, &id);
 	if (!head) {
-		note_stream_head(sk, BPF_NOEXIST);
+		note_stream_head(sk, typed, BPF_NOEXIST);
 		return 0;
 	}
 	copied = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
@@ -1181,20 +1314,20 @@ static __always_inline int on_stream_recv(const struct sock *sk)
 	if (f)
 		drop_flight(f);
 	bpf_map_delete_elem(&stream_head, &id);
-	note_stream_head(sk, BPF_ANY);
+	note_stream_head(sk, typed, BPF_ANY);
 	return 0;
 }
 
-static __always_inline int on_recv_return(const struct sock *sk, int ret, int flags)
+static __always_inline int on_recv_return(const struct sock *sk, bool typed, int ret, int flags)
 {
 	__u16 proto;
 
 	if (ret <= 0 || (flags & MSG_PEEK))
 		return 0;
-	proto = sock_proto4(sk);
+	proto = sock_proto4(sk, typed);
 	if (proto == IPPROTO_UDP)
-		return on_datagram_recv(sk, ret);
-	return proto == IPPROTO_TCP ? on_stream_recv(sk) : 0;
+		return on_datagram_recv(sk, typed, ret);
+	return proto == IPPROTO_TCP ? on_stream_recv(sk, typed) : 0;
 }
 
 /* kprobe flavour of a receive: its socket and flags, kept for the return. */
@@ -1214,7 +1347,7 @@ static __always_inline int recv_args_return(int ret)
 
 	if (!args)
 		return 0;
-	on_recv_return((const struct sock *)args->sk, ret, args->flags);
+	on_recv_return((const struct sock *)args->sk, UNTYPED, ret, args->flags);
 	bpf_map_delete_elem(&recv_args, &tid);
 	return 0;
 }
@@ -1247,55 +1380,55 @@ int tp_sys_enter_recvmmsg(void *ctx) { return stamp_thread(&recv_start); }
 
 /* Packet and socket hooks: tp_btf first, raw_tp as the fallback. */
 SEC("tp_btf/net_dev_queue")
-int BPF_PROG(tp_btf_net_dev_queue, struct sk_buff *skb) { return on_dev_queue(TX_IP(skb)); }
+int BPF_PROG(tp_btf_net_dev_queue, struct sk_buff *skb) { return on_dev_queue(skb, TYPED); }
 
 SEC("raw_tp/net_dev_queue")
-int BPF_PROG(raw_tp_net_dev_queue, struct sk_buff *skb) { return on_dev_queue(TX_IP_CORE(skb)); }
+int BPF_PROG(raw_tp_net_dev_queue, struct sk_buff *skb) { return on_dev_queue(skb, UNTYPED); }
 
 SEC("tp_btf/net_dev_start_xmit")
-int BPF_PROG(tp_btf_net_dev_start_xmit, struct sk_buff *skb) { return on_dev_xmit(TX_IP(skb)); }
+int BPF_PROG(tp_btf_net_dev_start_xmit, struct sk_buff *skb) { return on_dev_xmit(skb, TYPED); }
 
 SEC("raw_tp/net_dev_start_xmit")
 int BPF_PROG(raw_tp_net_dev_start_xmit, struct sk_buff *skb)
 {
-	return on_dev_xmit(TX_IP_CORE(skb));
+	return on_dev_xmit(skb, UNTYPED);
 }
 
 SEC("tp_btf/netif_rx")
-int BPF_PROG(tp_btf_netif_rx, struct sk_buff *skb) { return on_dev_rx(RX_IP(skb)); }
+int BPF_PROG(tp_btf_netif_rx, struct sk_buff *skb) { return on_dev_rx(skb, TYPED); }
 
 SEC("raw_tp/netif_rx")
-int BPF_PROG(raw_tp_netif_rx, struct sk_buff *skb) { return on_dev_rx(RX_IP_CORE(skb)); }
+int BPF_PROG(raw_tp_netif_rx, struct sk_buff *skb) { return on_dev_rx(skb, UNTYPED); }
 
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(tp_btf_netif_receive_skb, struct sk_buff *skb)
 {
-	return on_stack_rx(skb, RX_IP(skb));
+	return on_stack_rx(skb, TYPED);
 }
 
 SEC("raw_tp/netif_receive_skb")
 int BPF_PROG(raw_tp_netif_receive_skb, struct sk_buff *skb)
 {
-	return on_stack_rx(skb, RX_IP_CORE(skb));
+	return on_stack_rx(skb, UNTYPED);
 }
 
 SEC("fentry/sock_def_readable")
-int BPF_PROG(fentry_sock_def_readable, struct sock *sk) { return on_enqueue(sk); }
+int BPF_PROG(fentry_sock_def_readable, struct sock *sk) { return on_enqueue(sk, TYPED); }
 
 SEC("kprobe/sock_def_readable")
-int BPF_KPROBE(kprobe_sock_def_readable, struct sock *sk) { return on_enqueue(sk); }
+int BPF_KPROBE(kprobe_sock_def_readable, struct sock *sk) { return on_enqueue(sk, UNTYPED); }
 
 SEC("tp_btf/sk_data_ready")
-int BPF_PROG(tp_btf_sk_data_ready, struct sock *sk) { return on_enqueue(sk); }
+int BPF_PROG(tp_btf_sk_data_ready, struct sock *sk) { return on_enqueue(sk, TYPED); }
 
 SEC("raw_tp/sk_data_ready")
-int BPF_PROG(raw_tp_sk_data_ready, struct sock *sk) { return on_enqueue(sk); }
+int BPF_PROG(raw_tp_sk_data_ready, struct sock *sk) { return on_enqueue(sk, UNTYPED); }
 
 SEC("fexit/udp_recvmsg")
 int BPF_PROG(fexit_udp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags,
 	     int *addr_len, int ret)
 {
-	return on_recv_return(sk, ret, flags);
+	return on_recv_return(sk, TYPED, ret, flags);
 }
 
 SEC("kprobe/udp_recvmsg")
@@ -1311,7 +1444,7 @@ SEC("fexit/tcp_recvmsg")
 int BPF_PROG(fexit_tcp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags,
 	     int *addr_len, int ret)
 {
-	return on_recv_return(sk, ret, flags);
+	return on_recv_return(sk, TYPED, ret, flags);
 }
 
 SEC("kprobe/tcp_recvmsg")
@@ -1326,13 +1459,13 @@ int BPF_KRETPROBE(kretprobe_tcp_recvmsg, int ret) { return recv_args_return(ret)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(tp_btf_sock_recv_length, struct sock *sk, int ret, int flags)
 {
-	return on_recv_return(sk, ret, flags);
+	return on_recv_return(sk, TYPED, ret, flags);
 }
 
 SEC("raw_tp/sock_recv_length")
 int BPF_PROG(raw_tp_sock_recv_length, struct sock *sk, int ret, int flags)
 {
-	return on_recv_return(sk, ret, flags);
+	return on_recv_return(sk, UNTYPED, ret, flags);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvmmsg")
@@ -1397,7 +1530,7 @@ int BPF_KPROBE(kprobe_ip_finish_output2, struct net *net, struct sock *sk, struc
 SEC("fexit/ip_defrag")
 int BPF_PROG(fexit_ip_defrag, struct net *net, struct sk_buff *skb, u32 user, int ret)
 {
-	return on_defrag_ret(skb, user, ret);
+	return on_defrag_ret(skb, TYPED, user, ret);
 }
 
 SEC("kprobe/ip_defrag")
@@ -1412,19 +1545,19 @@ int BPF_KPROBE(kprobe_ip_defrag, struct net *net, struct sk_buff *skb, u32 user)
 SEC("kretprobe/ip_defrag")
 int BPF_KRETPROBE(kretprobe_ip_defrag, int ret)
 {
-	return on_defrag_ret(take_skb(ARG_IP_DEFRAG), IP_DEFRAG_LOCAL_DELIVER, ret);
+	return on_defrag_ret(take_skb(ARG_IP_DEFRAG), UNTYPED, IP_DEFRAG_LOCAL_DELIVER, ret);
 }
 
 SEC("fentry/udp_rcv")
-int BPF_PROG(fentry_udp_rcv, struct sk_buff *skb) { return on_udp_rcv(skb); }
+int BPF_PROG(fentry_udp_rcv, struct sk_buff *skb) { return on_udp_rcv(skb, TYPED); }
 
 SEC("kprobe/udp_rcv")
-int BPF_KPROBE(kprobe_udp_rcv, struct sk_buff *skb) { return on_udp_rcv(skb); }
+int BPF_KPROBE(kprobe_udp_rcv, struct sk_buff *skb) { return on_udp_rcv(skb, UNTYPED); }
 
 SEC("fexit/__udp_enqueue_schedule_skb")
 int BPF_PROG(fexit_udp_enqueue, struct sock *sk, struct sk_buff *skb, int ret)
 {
-	return on_udp_enqueue_ret(skb, ret);
+	return on_udp_enqueue_ret(skb, TYPED, ret);
 }
 
 SEC("kprobe/__udp_enqueue_schedule_skb")
@@ -1436,17 +1569,17 @@ int BPF_KPROBE(kprobe_udp_enqueue, struct sock *sk, struct sk_buff *skb)
 SEC("kretprobe/__udp_enqueue_schedule_skb")
 int BPF_KRETPROBE(kretprobe_udp_enqueue, int ret)
 {
-	return on_udp_enqueue_ret(take_skb(ARG_UDP_ENQUEUE), ret);
+	return on_udp_enqueue_ret(take_skb(ARG_UDP_ENQUEUE), UNTYPED, ret);
 }
 
 SEC("fentry/tpacket_rcv")
-int BPF_PROG(fentry_tpacket_rcv, struct sk_buff *skb) { return on_packet_rcv(skb); }
+int BPF_PROG(fentry_tpacket_rcv, struct sk_buff *skb) { return on_packet_rcv(skb, TYPED); }
 
 SEC("kprobe/tpacket_rcv")
-int BPF_KPROBE(kprobe_tpacket_rcv, struct sk_buff *skb) { return on_packet_rcv(skb); }
+int BPF_KPROBE(kprobe_tpacket_rcv, struct sk_buff *skb) { return on_packet_rcv(skb, UNTYPED); }
 
 SEC("fentry/packet_rcv")
-int BPF_PROG(fentry_packet_rcv, struct sk_buff *skb) { return on_packet_rcv(skb); }
+int BPF_PROG(fentry_packet_rcv, struct sk_buff *skb) { return on_packet_rcv(skb, TYPED); }
 
 SEC("kprobe/packet_rcv")
-int BPF_KPROBE(kprobe_packet_rcv, struct sk_buff *skb) { return on_packet_rcv(skb); }
+int BPF_KPROBE(kprobe_packet_rcv, struct sk_buff *skb) { return on_packet_rcv(skb, UNTYPED); }

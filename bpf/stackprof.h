@@ -147,6 +147,7 @@ struct sp_config {
 	__u32 filter_cgroup;
 	__u32 ring_receiver;
 	__u32 fine_tx;	/* ip_do_fragment or ip_finish_output2 hooked: split the send */
+	__u32 sock_storage;	/* sockets reached typed everywhere: heads in their storage */
 	__u64 cgroup_id;
 };
 

@@ -20,6 +20,10 @@ from profiler.libbpf import BPFError, BPFObject
 OBJECT = Path(__file__).resolve().parent.parent / "bpf" / ".output" / "stackprof.bpf.o"
 TRACEFS = Path("/sys/kernel/tracing")
 FINE_TX = ("frag_tx", "neigh_out")
+# Hooks whose programs pass a socket on; where all are typed, its head of queue
+# lives in the socket's own storage (a socket reached untyped is found by address).
+SOCKET_HEADS = ("sk_enqueue", "recv_return")
+TYPED_KINDS = ("fentry", "tp_btf")  # fexit programs count as fentry
 
 
 def ensure_tracefs() -> None:
@@ -128,6 +132,8 @@ class Tracer:
         chosen = [c for c in self.choice.chosen.values() if c]
         # The send is split only where a fine transmit hook runs (saves two lookups).
         self.config.fine_tx = int(any(self.choice.chosen.get(b) for b in FINE_TX))
+        heads = [self.choice.chosen.get(b) for b in SOCKET_HEADS]
+        self.config.sock_storage = int(all(c and c.kind in TYPED_KINDS for c in heads))
         self.obj = BPFObject(self.path)
         try:
             self.obj.autoload_only({p for c in chosen for p in c.programs})

@@ -68,12 +68,14 @@ def hist_summary(hist: HdrHistogram) -> dict[str, float | int]:
             "max_us": 0.0,
             "mean_us": 0.0,
         }
+    # One walk over the buckets for all four (hdrh's own faster query).
+    at = hist.get_percentile_to_value_dict([50, 90, 99, 99.9])
     return {
         "count": count,
-        "p50_us": _us(hist.get_value_at_percentile(50)),
-        "p90_us": _us(hist.get_value_at_percentile(90)),
-        "p99_us": _us(hist.get_value_at_percentile(99)),
-        "p999_us": _us(hist.get_value_at_percentile(99.9)),
+        "p50_us": _us(at[50]),
+        "p90_us": _us(at[90]),
+        "p99_us": _us(at[99]),
+        "p999_us": _us(at[99.9]),
         "max_us": _us(hist.get_max_value()),
         "mean_us": _us(mean_value(hist)),
     }

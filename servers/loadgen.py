@@ -125,8 +125,14 @@ def run_pingpong(cid: int, cfg: Config, channel: Channel) -> ClientResult:
         except ConnectionRefusedError:
             client.result.errors += 1  # no server (ICMP port unreachable): do not spin
             time.sleep(0.01)
-        except (EOFError, ConnectionError, TimeoutError):
-            client.result.errors += 1  # the TCP connection is gone or out of step
+        except TimeoutError:
+            # A send that missed the deadline by a hair ends the run; before it,
+            # the stream is out of step.
+            if time.monotonic_ns() < client.cfg.deadline_ns:
+                client.result.errors += 1
+            break
+        except (EOFError, ConnectionError):
+            client.result.errors += 1  # the TCP connection is gone
             break
     client.result.rtt_hdr = hist.encode().decode("ascii")
     return client.result

@@ -36,9 +36,10 @@ print("done", flush=True)
 """
 # Forks two senders whose pids differ by exactly `slots`, then has them send in turn.
 SEND = """
-import os, socket, sys, time
+import os, random, socket, sys, time
 host, port, slots, order = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 LAST = "/proc/sys/kernel/ns_last_pid"
+PID_MAX = int(open("/proc/sys/kernel/pid_max").read())
 
 def sender(r, w):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -54,18 +55,25 @@ def fork_at(pid):
     ack_r, ack_w = os.pipe()
     child = os.fork()
     if child == 0:
+        os.close(go_w)
+        os.close(ack_r)
         sender(go_r, ack_w)
+    os.close(go_r)
+    os.close(ack_w)
     return child, go_w, ack_r
 
+def stop(child, go):
+    os.write(go, b"q")
+    os.waitpid(child, 0)
+
 for attempt in range(50):
-    base = int(open(LAST).read()) + 100
+    base = random.randrange(1000, PID_MAX - slots - 1)
     a = fork_at(base)
     b = fork_at(base + slots)
     if a[0] == base and b[0] == base + slots:
         break
-    for child, go, _ in (a, b):
-        os.write(go, b"q")
-        os.waitpid(child, 0)
+    stop(*a[:2])
+    stop(*b[:2])
 else:
     sys.exit("could not place the two senders")
 print(a[0], b[0], flush=True)
@@ -74,9 +82,8 @@ for who in order:
     os.write(go, b"s")
     os.read(ack, 1)
     time.sleep(0.05)
-for child, go, _ in (a, b):
-    os.write(go, b"q")
-    os.waitpid(child, 0)
+stop(*a[:2])
+stop(*b[:2])
 """
 
 

@@ -145,7 +145,12 @@ def test_fallback_kinds_and_skipped_boundary(tmp_path: Path) -> None:
         assert stage(doc, path, "driver")["count"] == 0
         assert stage(doc, path, "backlog")["count"] == 0
         assert stage(doc, path, "total")["count"] > 100
-    assert doc["datagrams"]["response"]["fragments_per_datagram"] == 6.0
+        # raw_tp programs read every header themselves (no per-CPU note): same counts.
+        sent = doc["datagrams"][path]["kernel_sent"]
+        assert stage(doc, path, "qdisc")["count"] == stage(doc, path, "send")["count"] == sent
+    response = doc["datagrams"]["response"]
+    assert stage(doc, "response", "frag_train")["count"] == response["kernel_sent"]
+    assert response["fragments_per_datagram"] == 6.0
 
 
 def test_saved_run_reports_and_compares(tmp_path: Path, mtu1500: dict) -> None:

@@ -134,7 +134,7 @@ def traces(guest_config: GuestConfig) -> Iterator[dict[str, Trace]]:
         (outdir / "trace.sh").write_text(_guest_script())
         res: GuestResult = run_in_guest(
             f"sh {outdir}/trace.sh",
-            timeout=420,
+            timeout=600,  # four traces, ~100 s each under emulation
             outdir=outdir,
             env={"OUT": str(outdir), "SP": str(REPO / ".venv" / "bin" / "stackprof")},
             config=guest_config,
