@@ -69,7 +69,6 @@ struct {
 	__type(value, struct sp_flight_slot);
 } flights SEC(".maps");
 
-
 /* Per thread, when the datagram being sent entered ip_do_fragment, and when
  * its first packet entered ip_finish_output2 (neighbour output). */
 THREAD_STAMPS(frag_start);
@@ -396,39 +395,23 @@ static __always_inline bool skb_is_ipv4(const struct sk_buff *skb, bool typed)
 	return READ(typed, skb, protocol) == bpf_htons(ETH_P_IP);
 }
 
-/* The IP header of an skb the stack has set its network header in. */
-static __always_inline bool skb_ip_udp(const struct sk_buff *skb, bool typed, struct ip_udp *h)
-{
-	return skb_is_ipv4(skb, typed) &&
-	       read_ip_udp(READ(typed, skb, head) + READ(typed, skb, network_header), h);
-}
-
 /* Where an IPv4 skb's IP header is (NULL for other protocols): on transmit
- * the network header is set, on receive before the stack resets headers data
- * points at it. Programs with typed arguments (tp_btf, fentry) read the skb
- * directly; raw_tp and kprobe ones, whose arguments are plain numbers, through
- * CO-RE probe reads, each a helper call: these run for every packet. */
-#define IS_IPV4(proto) ((proto) == bpf_htons(ETH_P_IP))
-#define TX_IP(skb) (IS_IPV4((skb)->protocol) ? (skb)->head + (skb)->network_header : NULL)
-#define RX_IP(skb) (IS_IPV4((skb)->protocol) ? (skb)->data : NULL)
-#define TX_IP_CORE(skb)                                                                     \
-	(IS_IPV4(BPF_CORE_READ(skb, protocol)) ?                                            \
-		 BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, network_header) : NULL)
-#define RX_IP_CORE(skb) (IS_IPV4(BPF_CORE_READ(skb, protocol)) ? BPF_CORE_READ(skb, data) : NULL)
-
-static __always_inline bool ip_header(const void *ip, struct ip_udp *h)
-{
-	return ip && read_ip_udp(ip, h);
-}
-
+ * (and after the stack has set it) at the network header; on receive, before
+ * the stack resets headers, data points at it. */
 static __always_inline const void *tx_ip(const struct sk_buff *skb, bool typed)
 {
-	return typed ? TX_IP(skb) : TX_IP_CORE(skb);
+	return skb_is_ipv4(skb, typed) ? READ(typed, skb, head) + READ(typed, skb, network_header)
+				       : NULL;
 }
 
 static __always_inline const void *rx_ip(const struct sk_buff *skb, bool typed)
 {
-	return typed ? RX_IP(skb) : RX_IP_CORE(skb);
+	return skb_is_ipv4(skb, typed) ? READ(typed, skb, data) : NULL;
+}
+
+static __always_inline bool ip_header(const void *ip, struct ip_udp *h)
+{
+	return ip && read_ip_udp(ip, h);
 }
 
 static __always_inline struct skb_note *note_slot(const struct sk_buff *skb)
@@ -440,10 +423,11 @@ static __always_inline struct skb_note *note_slot(const struct sk_buff *skb)
 
 static __always_inline __u32 note_kind(bool ours, const struct ip_udp *h)
 {
-	__u16 off = ours ? bpf_ntohs(h->ip.frag_off) : 0;
+	__u16 off;
 
 	if (!ours)
 		return NOTE_OTHER;
+	off = bpf_ntohs(h->ip.frag_off);
 	if (!(off & IP_OFFSET))
 		return NOTE_FIRST;
 	return off & IP_MF ? NOTE_MIDDLE : NOTE_LAST;
@@ -900,7 +884,7 @@ static __always_inline struct sp_flight *datagram_flight(const struct sk_buff *s
 	struct ip_udp h;
 	bool df;
 
-	if (!skb_ip_udp(skb, typed, &h))
+	if (!ip_header(tx_ip(skb, typed), &h))
 		return NULL;
 	df = frag_off(&h) & IP_DF;
 	flight_key(&h, !df, key);
@@ -1162,7 +1146,7 @@ static __always_inline int on_packet_rcv(const struct sk_buff *skb, bool typed)
 	struct ip_udp h;
 	__u16 off;
 
-	if (!skb_ip_udp(skb, typed, &h))
+	if (!ip_header(tx_ip(skb, typed), &h))
 		return 0;
 	off = frag_off(&h);
 	if (off & IP_MF)
@@ -1485,28 +1469,31 @@ int tp_sys_exit_epoll_wait(void *ctx) { return on_ring_wake(true); }
 SEC("fentry/ip_do_fragment")
 int BPF_PROG(fentry_ip_do_fragment, struct net *net, struct sock *sk, struct sk_buff *skb)
 {
-	return on_fragment(TX_IP(skb));
+	return on_fragment(tx_ip(skb, TYPED));
 }
 
 SEC("kprobe/ip_do_fragment")
 int BPF_KPROBE(kprobe_ip_do_fragment, struct net *net, struct sock *sk, struct sk_buff *skb)
 {
-	return on_fragment(TX_IP_CORE(skb));
+	return on_fragment(tx_ip(skb, UNTYPED));
 }
 
 SEC("fentry/ip_rcv")
-int BPF_PROG(fentry_ip_rcv, struct sk_buff *skb) { return on_ip_rcv(RX_IP(skb)); }
+int BPF_PROG(fentry_ip_rcv, struct sk_buff *skb) { return on_ip_rcv(rx_ip(skb, TYPED)); }
 
 SEC("kprobe/ip_rcv")
-int BPF_KPROBE(kprobe_ip_rcv, struct sk_buff *skb) { return on_ip_rcv(RX_IP_CORE(skb)); }
+int BPF_KPROBE(kprobe_ip_rcv, struct sk_buff *skb) { return on_ip_rcv(rx_ip(skb, UNTYPED)); }
 
 SEC("fentry/ip_local_deliver")
-int BPF_PROG(fentry_ip_local_deliver, struct sk_buff *skb) { return on_local_in(TX_IP(skb)); }
+int BPF_PROG(fentry_ip_local_deliver, struct sk_buff *skb)
+{
+	return on_local_in(tx_ip(skb, TYPED));
+}
 
 SEC("kprobe/ip_local_deliver")
 int BPF_KPROBE(kprobe_ip_local_deliver, struct sk_buff *skb)
 {
-	return on_local_in(TX_IP_CORE(skb));
+	return on_local_in(tx_ip(skb, UNTYPED));
 }
 
 SEC("fentry/ip_defrag")
@@ -1518,13 +1505,13 @@ int BPF_PROG(fentry_ip_defrag, struct net *net, struct sk_buff *skb, u32 user)
 SEC("fentry/ip_finish_output2")
 int BPF_PROG(fentry_ip_finish_output2, struct net *net, struct sock *sk, struct sk_buff *skb)
 {
-	return on_output(TX_IP(skb));
+	return on_output(tx_ip(skb, TYPED));
 }
 
 SEC("kprobe/ip_finish_output2")
 int BPF_KPROBE(kprobe_ip_finish_output2, struct net *net, struct sock *sk, struct sk_buff *skb)
 {
-	return on_output(TX_IP_CORE(skb));
+	return on_output(tx_ip(skb, UNTYPED));
 }
 
 SEC("fexit/ip_defrag")

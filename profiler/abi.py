@@ -75,13 +75,13 @@ def parse_struct(
     match = re.search(rf"struct\s+{struct}\s*\{{(.*?)\}};", _strip_comments(text), flags=re.S)
     if not match:
         raise KeyError(struct)
+    known = {**_CTYPES, **{f"struct {n}": t for n, t in (structs or {}).items()}}
     fields: list[tuple[str, type]] = []
     for line in match.group(1).split(";"):
         line = line.strip()
         if not line:
             continue
         decl = re.fullmatch(r"(__u8|__u16|__u32|__u64|struct\s+\w+)\s+(\w+)((?:\[[^\]]+\])*)", line)
-        known = {**_CTYPES, **{f"struct {n}": t for n, t in (structs or {}).items()}}
         kind = re.sub(r"\s+", " ", decl.group(1)) if decl else ""
         if not decl or kind not in known:
             raise ValueError(f"unsupported field in struct {struct}: {line}")

@@ -14,7 +14,6 @@ import errno
 import mmap
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 _lib = ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
@@ -50,9 +49,6 @@ _sig("bpf_map__initial_value", _P, _P, ctypes.POINTER(ctypes.c_size_t))
 _sig("bpf_map__set_initial_value", ctypes.c_int, _P, _P, ctypes.c_size_t)
 _sig("bpf_map__value_size", ctypes.c_uint32, _P)
 _sig("bpf_map__max_entries", ctypes.c_uint32, _P)
-_sig("bpf_map_lookup_elem", ctypes.c_int, ctypes.c_int, _P, _P)
-_sig("bpf_map_get_next_key", ctypes.c_int, ctypes.c_int, _P, _P)
-_sig("bpf_map_delete_elem", ctypes.c_int, ctypes.c_int, _P)
 _sig("bpf_obj_get_info_by_fd", ctypes.c_int, ctypes.c_int, _P, ctypes.POINTER(ctypes.c_uint32))
 _sig("libbpf_get_error", ctypes.c_long, _P)
 _sig("libbpf_set_print", _P, _PRINT_FN)
@@ -228,14 +224,18 @@ class Map:
         if _lib.bpf_map__set_initial_value(self._ptr, buf, size):
             raise BPFError(errno.EINVAL, f"set initial value of {self.name}")
 
+    def _map_memory(self, size: int) -> mmap.mmap:
+        """The map's memory, size bytes rounded up to pages, shared with the kernel."""
+        length = -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._mmap = mmap.mmap(self.fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        return self._mmap
+
     def mmapped(self, ctype: type[ctypes.Structure]) -> ctypes.Structure:
         """The live memory of an mmapable array map (a global section) after load."""
         size = _lib.bpf_map__value_size(self._ptr)
         if size < ctypes.sizeof(ctype):
             raise BPFError(errno.EINVAL, f"{self.name} is smaller than {ctype.__name__}")
-        length = -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
-        self._mmap = mmap.mmap(self.fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        return ctype.from_buffer(self._mmap)
+        return ctype.from_buffer(self._map_memory(size))
 
     def mmapped_array(self, ctype: type[ctypes.Structure]) -> ctypes.Array[ctypes.Structure]:
         """The live elements of an mmapable array map whose values are ctype."""
@@ -244,23 +244,7 @@ class Map:
             wrong = f"{self.name} has {size}-byte values, not {ctype.__name__}"
             raise BPFError(errno.EINVAL, wrong)
         count = _lib.bpf_map__max_entries(self._ptr)
-        length = -(-size * count // mmap.PAGESIZE) * mmap.PAGESIZE
-        self._mmap = mmap.mmap(self.fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        return (ctype * count).from_buffer(self._mmap)
-
-    def lookup(self, key: ctypes._SimpleCData | ctypes.Structure, value: ctypes.Structure) -> bool:
-        return _lib.bpf_map_lookup_elem(self.fd, ctypes.byref(key), ctypes.byref(value)) == 0
-
-    def delete(self, key: ctypes._SimpleCData | ctypes.Structure) -> bool:
-        return _lib.bpf_map_delete_elem(self.fd, ctypes.byref(key)) == 0
-
-    def keys(self, key_type: type[ctypes.Structure]) -> Iterator[ctypes.Structure]:
-        """Iterate keys (a snapshot walk: entries may come and go meanwhile)."""
-        key = key_type()
-        prev = None
-        while _lib.bpf_map_get_next_key(self.fd, prev, ctypes.byref(key)) == 0:
-            yield key_type.from_buffer_copy(key)
-            prev = ctypes.byref(key_type.from_buffer_copy(key))
+        return (ctype * count).from_buffer(self._map_memory(size * count))
 
 
 class BPFObject:
