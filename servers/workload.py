@@ -47,7 +47,10 @@ BLAST_TRANSPORTS = ("udp", "udp-mmsg", "packet-v2", "packet-v3")  # servers with
 MODES = ("pingpong", "blast")
 READY_TIMEOUT_S = 30.0  # Python under emulation (the guest tests) starts ~13x slower
 STOP_TIMEOUT_S = 5.0
-_SLACK_S = 10.0  # on top of duration + request timeout: fork, start-up, report
+# On top of duration + request timeout: fork, start-up, report. Only a bound on a
+# wait that normally ends on time; under software emulation (the guest tests)
+# Python start-up and RDS-TCP connection set-up have taken more than 10 s.
+_SLACK_S = 60.0
 
 
 @dataclass(frozen=True)
