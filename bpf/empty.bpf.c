@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * The floor any hook-based tracer pays: one empty program per program of
- * stackprof.bpf.c, with the same SEC() and the same name, so that the hook
- * choice made on stackprof's object (profiler.loader.choose_hooks) selects
- * the same attachments here. benchmarks/overhead.py attaches these to
- * measure the cost of dispatch alone. Keep in step with stackprof.bpf.c.
+ * stackprof.bpf.c, with the same SEC() and the same name, generated from the
+ * same list (programs.def), so that the hook choice made on stackprof's object
+ * (profiler.loader.choose_hooks) selects the same attachments here, whichever
+ * kinds it chose. benchmarks/overhead.py attaches these to measure the cost
+ * of dispatch alone. Every program takes a plain context pointer, which every
+ * attach kind accepts; their arguments and handler calls are dropped.
  *
  * Built again with -DCLOCK (clock.bpf.o): each program then takes one
  * timestamp and keeps it per CPU, so that the same run also measures what a
@@ -35,30 +37,20 @@ static __always_inline void body(void)
 static __always_inline void body(void) {}
 #endif
 
-#define EMPTY(sec, name) \
-	SEC(sec) \
-	int name(void *ctx) \
-	{ \
-		body(); \
-		return 0; \
+#define EMPTY(kind, target, name) \
+	SEC(kind "/" target)      \
+	int name(void *ctx)       \
+	{                         \
+		body();           \
+		return 0;         \
 	}
 
-EMPTY("tracepoint/syscalls/sys_enter_sendto", tp_sys_enter_sendto)
-EMPTY("tracepoint/syscalls/sys_enter_sendmsg", tp_sys_enter_sendmsg)
-EMPTY("tracepoint/syscalls/sys_enter_sendmmsg", tp_sys_enter_sendmmsg)
-EMPTY("tracepoint/syscalls/sys_enter_recvfrom", tp_sys_enter_recvfrom)
-EMPTY("tracepoint/syscalls/sys_enter_recvmsg", tp_sys_enter_recvmsg)
-EMPTY("tracepoint/syscalls/sys_enter_recvmmsg", tp_sys_enter_recvmmsg)
+#define SP_TRACEPOINT(target, name, args, call) EMPTY("tracepoint", target, name)
+#define SP_TP_BTF(target, name, args, call) EMPTY("tp_btf", target, name)
+#define SP_RAW_TP(target, name, args, call) EMPTY("raw_tp", target, name)
+#define SP_FENTRY(target, name, args, call) EMPTY("fentry", target, name)
+#define SP_FEXIT(target, name, args, call) EMPTY("fexit", target, name)
+#define SP_KPROBE(target, name, args, call) EMPTY("kprobe", target, name)
+#define SP_KRETPROBE(target, name, args, call) EMPTY("kretprobe", target, name)
 
-EMPTY("tp_btf/net_dev_queue", tp_btf_net_dev_queue)
-EMPTY("raw_tp/net_dev_queue", raw_tp_net_dev_queue)
-EMPTY("tp_btf/net_dev_start_xmit", tp_btf_net_dev_start_xmit)
-EMPTY("raw_tp/net_dev_start_xmit", raw_tp_net_dev_start_xmit)
-EMPTY("tp_btf/netif_rx", tp_btf_netif_rx)
-EMPTY("raw_tp/netif_rx", raw_tp_netif_rx)
-EMPTY("tp_btf/netif_receive_skb", tp_btf_netif_receive_skb)
-EMPTY("raw_tp/netif_receive_skb", raw_tp_netif_receive_skb)
-EMPTY("tp_btf/sk_data_ready", tp_btf_sk_data_ready)
-EMPTY("raw_tp/sk_data_ready", raw_tp_sk_data_ready)
-EMPTY("tp_btf/sock_recv_length", tp_btf_sock_recv_length)
-EMPTY("raw_tp/sock_recv_length", raw_tp_sock_recv_length)
+#include "programs.def"

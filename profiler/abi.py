@@ -1,7 +1,7 @@
 """The C header shared with the BPF programs, read at import time.
 
-Constants, enums and struct layouts are parsed from ``bpf/stackprof.h`` so the
-Python side never restates a number the C side defines.
+Constants, enums and struct layouts are parsed from ``bpf/stackprof.h`` (found by
+:mod:`profiler.resources`) so the Python side never restates a number the C side defines.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ import ast
 import ctypes
 import operator
 import re
-from pathlib import Path
 from typing import Any
 
-HEADER = Path(__file__).resolve().parent.parent / "bpf" / "stackprof.h"
+from profiler import resources
+
+HEADER = resources.shared_header()
 
 _CTYPES = {
     "__u8": ctypes.c_uint8,

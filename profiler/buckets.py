@@ -1,4 +1,4 @@
-"""Log-linear bucket maths, the same as bucket_of() in bpf/stackprof.bpf.c.
+"""Log-linear bucket maths, the same as bucket_of() in bpf/buckets.h (tests/test_bucket_c.py).
 
 Values below 2**SUB_BITS land in exact buckets; above, each power of two is
 split into 2**SUB_BITS equal buckets, so a bucket is at most 1/64 of its

@@ -1,9 +1,12 @@
-"""Exports of a run for other tools: CSV/pandas, HdrHistogram logs and the JSON summary.
+"""Exports of a run for other tools: CSV/pandas, Parquet, HdrHistogram logs, the JSON
+summary and Prometheus' text format.
 
 A CSV leaves an unobserved stage's percentiles empty (NaN in pandas) rather
 than 0, so a spreadsheet never averages in a stage that was never measured.
 The HDR log keeps full histograms, one tagged interval per path/stage, for
-HdrHistogram's own tools (HistogramLogAnalyzer, hdr-plot).
+HdrHistogram's own tools (HistogramLogAnalyzer, hdr-plot). Parquet holds one row
+per path, stage and kernel bucket with the run's metadata as columns, for
+pandas or a warehouse. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import pandas as pd
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
 
+from profiler import atomic
 from profiler.abi import PATHS, STAGES
+from profiler.buckets import bucket_bounds, bucket_of
+from profiler.metrics import exposition, recorded
 from profiler.run import Run
 
 PERCENTILE_COLUMNS = ["p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us"]
@@ -36,9 +42,9 @@ def to_dataframe(run: Run) -> pd.DataFrame:
 
 def write_csv(run: Run, path: Path) -> Path:
     """The per-stage summary as CSV; unobserved stages have empty percentile cells."""
-    path = Path(path)
-    to_dataframe(run).to_csv(path, index=False)
-    return path
+    with atomic.atomic_open(path) as out:
+        to_dataframe(run).to_csv(out, index=False)
+    return Path(path)
 
 
 class TaggedLogWriter(HistogramLogWriter):
@@ -77,7 +83,7 @@ def write_hdr_log(run: Run, path: Path) -> Path:
     """
     path = Path(path)
     start, length = _interval(run.meta)
-    with path.open("w", encoding="utf-8") as out:
+    with atomic.atomic_open(path) as out:
         writer = TaggedLogWriter(out)
         writer.output_log_format_version()
         writer.output_comment(f"stackprof run, values in ns: {json.dumps(run.meta, default=str)}")
@@ -94,15 +100,55 @@ def write_hdr_log(run: Run, path: Path) -> Path:
 
 def write_json(run: Run, path: Path) -> Path:
     """The same document as ``--json``."""
-    path = Path(path)
-    path.write_text(json.dumps(run.summary(), indent=1))
-    return path
+    return atomic.write_text(path, json.dumps(run.summary(), indent=1))
+
+
+META_COLUMNS = ("host", "kernel", "transport", "workload", "mtu", "started_at", "duration_s")
+
+
+def bucket_rows(run: Run) -> pd.DataFrame:
+    """One row per path, stage and filled kernel bucket (bounds in ns, count), with
+    the run's metadata as columns and the sample rate where one was set."""
+    rows = []
+    meta: dict[str, Any] = {k: run.meta.get(k) for k in META_COLUMNS}
+    meta["sample"] = int(run.meta.get("sample") or 1)
+    for (path, stage), hist in sorted(run.stages.items()):
+        values, counts = recorded(hist)
+        for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+            low, width = bucket_bounds(bucket_of(int(value)))
+            rows.append(
+                {
+                    "path": path,
+                    "stage": stage,
+                    "bucket_low_ns": low,
+                    "bucket_high_ns": low + width,
+                    "count": count,
+                    **meta,
+                }
+            )
+    columns = ["path", "stage", "bucket_low_ns", "bucket_high_ns", "count", *meta]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.astype({"bucket_low_ns": "int64", "bucket_high_ns": "int64", "count": "int64"})
+
+
+def write_parquet(run: Run, path: Path) -> Path:
+    """The kernel buckets of every stage, as Parquet (pyarrow)."""
+    with atomic.atomic_path(path) as tmp:
+        bucket_rows(run).to_parquet(tmp, engine="pyarrow", index=False)
+    return Path(path)
+
+
+def write_prom(run: Run, path: Path) -> Path:
+    """The text a ``/metrics`` scrape of this run would return."""
+    return atomic.write_bytes(path, exposition(run))
 
 
 WRITERS: dict[str, Callable[[Run, Path], Path]] = {
     ".csv": write_csv,
     ".hlog": write_hdr_log,
     ".json": write_json,
+    ".parquet": write_parquet,
+    ".prom": write_prom,
 }
 
 

@@ -13,11 +13,11 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from profiler import abi, kallsyms
+from profiler import abi, kallsyms, resources
 from profiler.hooks import BOUNDARIES, KINDS, STAGE_SPANS, Boundary, Candidate, unobserved_stages
 from profiler.libbpf import BPFError, BPFObject
 
-OBJECT = Path(__file__).resolve().parent.parent / "bpf" / ".output" / "stackprof.bpf.o"
+OBJECT = resources.locate("stackprof.bpf.o")
 TRACEFS = Path("/sys/kernel/tracing")
 FINE_TX = ("frag_tx", "neigh_out")
 # Hooks whose programs pass a socket on; where all are typed, its head of queue

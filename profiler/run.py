@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from profiler import atomic
 from profiler.abi import PATHS, STAGES
 from profiler.buckets import bucket_value, nonzero
 
@@ -173,9 +174,9 @@ class Run:
         }
 
     def save(self, path: Path) -> Path:
+        """Write the run whole (atomically): a reader never sees half a run."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
-        return path
+        return atomic.write_text(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: Path) -> Run:

@@ -267,9 +267,9 @@ def test_export_chooses_by_suffix(tmp_path: Path) -> None:
 
 
 def test_export_rejects_an_unknown_suffix(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"\.parquet"):
-        export(mtu_1500_run(), tmp_path / "run.parquet")
-    assert not (tmp_path / "run.parquet").exists()
+    with pytest.raises(ValueError, match=r"\.xlsx"):
+        export(mtu_1500_run(), tmp_path / "run.xlsx")
+    assert not (tmp_path / "run.xlsx").exists()
 
 
 def test_mean_value_is_hdrh_mean_from_the_non_zero_counts() -> None:

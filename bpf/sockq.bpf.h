@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Pairing a receive with the datagram it returned. A socket's queue is FIFO,
+ * so each traced socket remembers the key of the datagram at the head of its
+ * queues: the next receive return on that socket is that datagram's. TCP is
+ * read by bytes, so a stream remembers its head segment and where it ends.
+ * The head lives in the socket's own storage where every program reaching
+ * the socket has it typed, else in a hash by socket address.
+ */
+#ifndef __STACKPROF_SOCKQ_BPF_H
+#define __STACKPROF_SOCKQ_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "stackprof.h"
+#include "headers.bpf.h"
+#include "filters.bpf.h"
+#include "flights.bpf.h"
+
+#define AF_INET 2
+
+/* Per destination port, the unfragmented datagram that last arrived at the
+ * stack: what a receive took when the kernel let the reader dequeue it before
+ * anything saw it queued (no head noted for the socket). It exists for 6.18
+ * (commit b650bf0977d3, "udp: remove busylock and add per NUMA queues"):
+ * producers queue through per-NUMA lists, one of them moves a whole batch
+ * into the socket's queue and notifies only after unlocking it, so a reader
+ * can take datagrams of the batch before any notification shows them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SP_THREAD_ENTRIES);
+	__type(key, __u16);
+	__type(value, struct sp_flight_key);
+} last_arrival SEC(".maps");
+
+/* Per traced socket, the datagram at the head of its queue (next to be read);
+ * a zero protocol marks the slot free (kept, not deleted: an LRU delete and
+ * insert per receive cost more than the rest of the receive's work). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SP_THREAD_ENTRIES);
+	__type(key, __u64);
+	__type(value, struct sp_flight_key);
+} queue_head SEC(".maps");
+
+/* The same in the socket's own storage, where every program that reaches the
+ * socket has it typed: no hash lookup, and freed with the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sp_flight_key);
+} sock_head SEC(".maps");
+
+/* Per traced TCP socket, the segment at the head of its receive queue and
+ * the sequence number just past it: a stream is read by bytes, so the
+ * segment is delivered by the receive that copies its last byte. */
+struct stream_head {
+	struct sp_flight_key key;
+	__u32 end_seq;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SP_THREAD_ENTRIES);
+	__type(key, __u64);
+	__type(value, struct stream_head);
+} stream_head SEC(".maps");
+
+/* IPPROTO_UDP or IPPROTO_TCP for the IPv4 sockets stackprof follows, else 0. */
+static __always_inline __u16 sock_proto4(const struct sock *sk, bool typed)
+{
+	__u16 proto;
+
+	if (READ(typed, sk, __sk_common.skc_family) != AF_INET)
+		return 0;
+	proto = READ(typed, sk, sk_protocol);
+	return proto == IPPROTO_UDP || proto == IPPROTO_TCP ? proto : 0;
+}
+
+/* An unfragmented datagram reached the stack: the last arrival for its port. */
+static __always_inline void note_arrival(const struct ip_udp *h)
+{
+	struct sp_flight_key key = {}, *last;
+
+	flight_key(h, false, &key);
+	last = bpf_map_lookup_elem(&last_arrival, &h->dport);
+	if (last)
+		*last = key;
+	else
+		bpf_map_update_elem(&last_arrival, &h->dport, &key, BPF_ANY);
+}
+
+/* The head slot of socket sk (NULL: it has none and create is false). */
+static __always_inline struct sp_flight_key *head_slot(const struct sock *sk, bool typed,
+						       bool create)
+{
+	struct sp_flight_key none = {}, *slot;
+	__u64 id = (__u64)sk;
+
+	if (typed && cfg.sock_storage)
+		return bpf_sk_storage_get(&sock_head, (struct sock *)sk, NULL,
+					  create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+	slot = bpf_map_lookup_elem(&queue_head, &id);
+	if (slot || !create)
+		return slot;
+	bpf_map_update_elem(&queue_head, &id, &none, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&queue_head, &id);
+}
+
+/* Remember the datagram now at the head of a socket's queues, if any (UDP
+ * reads from reader_queue, refilled from sk_receive_queue), in the socket's
+ * head slot (NULL: none yet). */
+static __always_inline void note_head(const struct sock *sk, bool typed,
+				      struct sp_flight_key *slot, __u64 flags)
+{
+	struct udp_sock *up = (struct udp_sock *)sk;
+	struct sp_flight_key key = {};
+	struct sp_flight *f = NULL;
+
+	if (slot && slot->proto && flags == BPF_NOEXIST)
+		return;
+
+	/* A udp_sock field is past struct sock: a probe read even when typed. */
+	if (BPF_CORE_READ(up, reader_queue.qlen))
+		f = datagram_flight(BPF_CORE_READ(up, reader_queue.next), UNTYPED, &key);
+	else if (READ(typed, sk, sk_receive_queue.qlen))
+		f = datagram_flight(READ(typed, sk, sk_receive_queue.next), typed, &key);
+	if (!f)
+		return;
+	if (!slot)
+		slot = head_slot(sk, typed, true);
+	if (slot && (flags == BPF_ANY || !slot->proto))
+		*slot = key;
+}
+
+/* The datagram of key is alone in sk's queues: it is the head (a free slot
+ * takes it; a taken one belongs to a read in progress). Saves note_head's
+ * second look at the queue. False when it is not alone. */
+static __always_inline bool claim_lone_head(const struct sock *sk, bool typed,
+					    const struct sp_flight_key *key)
+{
+	struct sp_flight_key *slot;
+
+	if (BPF_CORE_READ((struct udp_sock *)sk, reader_queue.qlen) ||
+	    READ(typed, sk, sk_receive_queue.qlen) != 1)
+		return false;
+	slot = head_slot(sk, typed, true);
+	if (slot && !slot->proto)
+		*slot = *key;
+	return true;
+}
+
+static __always_inline __u32 tcp_end_seq(const struct sk_buff *skb)
+{
+	const struct tcp_skb_cb *cb =
+		(const void *)skb + bpf_core_field_offset(struct sk_buff, cb);
+
+	return BPF_CORE_READ(cb, end_seq);
+}
+
+/* Remember the segment now at the head of a TCP socket's receive queue. */
+static __always_inline void note_stream_head(const struct sock *sk, bool typed, __u64 flags)
+{
+	struct stream_head head = {};
+	struct sk_buff *skb;
+	__u64 id = (__u64)sk;
+
+	if (!READ(typed, sk, sk_receive_queue.qlen))
+		return;
+	skb = READ(typed, sk, sk_receive_queue.next);
+	if (!datagram_flight(skb, typed, &head.key))
+		return;
+	head.end_seq = tcp_end_seq(skb);
+	bpf_map_update_elem(&stream_head, &id, &head, flags);
+}
+
+#endif /* __STACKPROF_SOCKQ_BPF_H */

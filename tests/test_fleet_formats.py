@@ -1,0 +1,128 @@
+"""Merge, Parquet and Prometheus text of the recorded runs in traces/fixtures: no root,
+no BPF, the figures checked against the runs themselves."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from profiler import merge
+from profiler.buckets import bucket_bounds, bucket_of
+from profiler.export import export
+from profiler.metrics import LATENCY_BOUNDS_NS, cumulative
+from profiler.run import Run
+from tests.fixtures_runs import hist_of
+
+FIXTURES = Path(__file__).resolve().parent.parent / "traces" / "fixtures"
+JUMBO = FIXTURES / "udp-mtu9000-cpu0.json"
+FRAGMENTED = FIXTURES / "udp-mtu1500-cpu0.json"
+
+
+def test_merge_sums_every_histogram_and_counter() -> None:
+    a, b = Run.load(JUMBO), Run.load(FRAGMENTED)
+    both = merge.merge_files([JUMBO, FRAGMENTED])
+    for key in set(a.stages) | set(b.stages):
+        expected = a.stage(*key).get_total_count() + b.stage(*key).get_total_count()
+        assert both.stage(*key).get_total_count() == expected
+    for path in ("request", "response"):
+        for kind, value in a.datagrams[path].items():
+            assert both.datagrams[path][kind] == value + b.datagrams[path][kind]
+    assert both.client_rtt.get_total_count() == (
+        a.client_rtt.get_total_count() + b.client_rtt.get_total_count()
+    )
+    assert both.meta["mtu"] == "mixed"
+    assert [s["file"] for s in both.meta["merged_from"]] == [str(JUMBO), str(FRAGMENTED)]
+
+
+def test_merged_run_saves_and_loads_for_report(tmp_path: Path) -> None:
+    merged = merge.merge_files([JUMBO, JUMBO])
+    again = Run.load(merged.save(tmp_path / "merged.json"))
+    p50 = again.stage("response", "total").get_value_at_percentile(50)
+    assert p50 == Run.load(JUMBO).stage("response", "total").get_value_at_percentile(50)
+
+
+def test_merge_refuses_runs_that_saw_other_stages() -> None:
+    a = Run.load(JUMBO)
+    b = copy.deepcopy(a)
+    b.meta["unobserved"] = [*b.meta["unobserved"], "backlog"]
+    with pytest.raises(merge.MergeError, match="backlog"):
+        merge.merge([a, b], ["host-a", "host-b"])
+
+
+def test_merge_refuses_another_bucket_layout() -> None:
+    a = Run.load(JUMBO)
+    b = copy.deepcopy(a)
+    b.meta["buckets"] = {"sub_bits": 5, "max_exp": 36}
+    with pytest.raises(merge.MergeError, match="host-b has buckets"):
+        merge.merge([a, b], ["host-a", "host-b"])
+
+
+def test_latency_bounds_are_kernel_bucket_boundaries() -> None:
+    for bound in LATENCY_BOUNDS_NS:
+        low, _ = bucket_bounds(bucket_of(bound))
+        assert low == bound
+
+
+def test_cumulative_counts_are_exact_at_bucket_boundaries() -> None:
+    # Values recorded at kernel bucket midpoints, as the collector does.
+    hist = hist_of({300: 5, 1000: 7, 1_100_000: 3})
+    below = dict(zip(LATENCY_BOUNDS_NS, cumulative(hist, LATENCY_BOUNDS_NS), strict=True))
+    assert below[256] == 0 and below[320] == 5 and below[896] == 5
+    assert below[1024] == 12 and below[1 << 20] == 12 and below[1 << 32] == 15
+
+
+def test_parquet_has_one_row_per_path_stage_and_bucket(tmp_path: Path) -> None:
+    run = Run.load(FRAGMENTED)
+    frame = pd.read_parquet(export(run, tmp_path / "run.parquet"))
+    for (path, stage), hist in run.stages.items():
+        rows = frame[(frame.path == path) & (frame.stage == stage)]
+        assert int(rows["count"].sum()) == hist.get_total_count()
+        assert rows.bucket_low_ns.is_unique
+        assert (rows.bucket_high_ns > rows.bucket_low_ns).all()
+    assert set(frame.transport) == {"udp"} and set(frame.mtu) == {1500}
+    assert set(frame.kernel) == {run.meta["kernel"]}
+
+
+def _families(text: str) -> dict[str, object]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def test_prom_export_is_what_a_scrape_returns(tmp_path: Path) -> None:
+    run = Run.load(FRAGMENTED)
+    text = export(run, tmp_path / "run.prom").read_text()
+    families = _families(text)
+    latency = families["stackprof_stage_latency_seconds"]
+    counts = {
+        (s.labels["path"], s.labels["stage"]): s.value
+        for s in latency.samples  # type: ignore[attr-defined]
+        if s.name.endswith("_count")
+    }
+    assert counts == {k: h.get_total_count() for k, h in run.stages.items()}
+    datagrams = families["stackprof_datagrams"]
+    sent = {
+        s.labels["path"]: s.value
+        for s in datagrams.samples  # type: ignore[attr-defined]
+        if s.labels["kind"] == "sent"
+    }
+    assert sent == {p: run.datagrams[p]["sent"] for p in ("request", "response")}
+    info = families["stackprof_info"].samples[0].labels  # type: ignore[attr-defined]
+    assert info["hook_stack_rx"] == run.meta["hooks"]["stack_rx"]
+    assert "ip_rx" in info["unobserved"].split(",")
+    names = {n for f in families.values() for s in f.samples for n in s.labels}  # type: ignore[attr-defined]
+    assert names <= {"path", "stage", "kind", "reason", "le", *info}
+
+
+def test_prom_buckets_are_cumulative_and_end_at_the_count(tmp_path: Path) -> None:
+    text = export(Run.load(JUMBO), tmp_path / "run.prom").read_text()
+    latency = _families(text)["stackprof_stage_latency_seconds"]
+    series: dict[tuple[str, str], list[float]] = {}
+    for sample in latency.samples:  # type: ignore[attr-defined]
+        if sample.name.endswith("_bucket"):
+            key = (sample.labels["path"], sample.labels["stage"])
+            series.setdefault(key, []).append(sample.value)
+    for values in series.values():
+        assert values == sorted(values) and values[-1] > 0
