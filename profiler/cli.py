@@ -1,17 +1,29 @@
-"""The stackprof command line: parses, validates, and wires the pieces."""
+"""The stackprof command line: parses, validates, and hands over to the command's module."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from profiler.errors import SessionError, UsageError
 from profiler.hooks import BY_NAME, KINDS
+from profiler.transports import TRANSPORTS
 
-TRANSPORTS = ("udp", "udp-mmsg", "packet-v2", "packet-v3", "tcp", "rds")
+# The module of each command, each with run(args) -> int. Only the chosen one is
+# loaded (with what it imports): report never loads BPF, only trace the servers.
+COMMANDS = {
+    "trace": "profiler.commands.trace",
+    "attach": "profiler.commands.attach",
+    "report": "profiler.commands.report",
+    "compare": "profiler.commands.compare",
+    "export": "profiler.commands.export",
+    "doctor": "profiler.commands.doctor",
+}
 
 
 def _transports(text: str) -> tuple[str, ...]:
@@ -35,10 +47,6 @@ def _positive_ms(text: str) -> float:
     if not 0 < value <= 60_000:
         raise argparse.ArgumentTypeError(f"milliseconds must be in (0, 60000], not {value}")
     return value
-
-
-class UsageError(Exception):
-    """Bad input: one line on stderr, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -193,23 +201,23 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done, 1 the session cannot run here, 2 bad input, 130 interrupted."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _on_sigterm)
     try:
         args = build_parser().parse_args(argv)
-        from profiler import commands
-
-        return commands.run(args)
+        command = importlib.import_module(COMMANDS[args.command])
+        return int(command.run(args))
     except UsageError as exc:
         print(f"stackprof: error: {exc}", file=sys.stderr)
         return 2
+    except SessionError as exc:
+        print(f"stackprof: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("stackprof: interrupted", file=sys.stderr)
         return 130
 
 
 if __name__ == "__main__":
-    # Run as profiler.cli, not __main__: commands raise profiler.cli.UsageError.
-    from profiler import cli
-
-    sys.exit(cli.main())
+    sys.exit(main())

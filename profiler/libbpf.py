@@ -1,7 +1,8 @@
-"""A small typed ctypes layer over the system libbpf (libbpf.so.1).
+"""A small typed ctypes layer over the system libbpf (libbpf.so.1): the one binding.
 
 Only what stackprof needs: open an object, set its rodata, choose which
-programs load, load, attach, read maps and the mmapped globals, close.
+programs load, load, attach, read maps and the mmapped globals, close; and for
+doctor's proofs, a program's fd, an XDP link and a TC ingress attachment.
 Links live as long as the process holds them: nothing is pinned, so a process
 that dies leaves no BPF state behind.
 """
@@ -53,6 +54,39 @@ _sig("bpf_obj_get_info_by_fd", ctypes.c_int, ctypes.c_int, _P, ctypes.POINTER(ct
 _sig("libbpf_get_error", ctypes.c_long, _P)
 _sig("libbpf_set_print", _P, _PRINT_FN)
 _sig("libbpf_num_possible_cpus", ctypes.c_int)
+_sig("bpf_prog_get_fd_by_id", ctypes.c_int, ctypes.c_uint32)
+_sig("bpf_link_create", ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, _P)
+
+BPF_XDP = 37  # enum bpf_attach_type
+BPF_TC_INGRESS = 1  # enum bpf_tc_attach_point
+
+
+class TcHook(ctypes.Structure):
+    """struct bpf_tc_hook (libbpf.h)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("ifindex", ctypes.c_int),
+        ("attach_point", ctypes.c_int),
+        ("parent", ctypes.c_uint32),
+    ]
+
+
+class TcOpts(ctypes.Structure):
+    """struct bpf_tc_opts (libbpf.h)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("prog_fd", ctypes.c_int),
+        ("flags", ctypes.c_uint32),
+        ("prog_id", ctypes.c_uint32),
+        ("handle", ctypes.c_uint32),
+        ("priority", ctypes.c_uint32),
+    ]
+
+
+_sig("bpf_tc_hook_create", ctypes.c_int, ctypes.POINTER(TcHook))
+_sig("bpf_tc_attach", ctypes.c_int, ctypes.POINTER(TcHook), ctypes.POINTER(TcOpts))
 
 
 class BPFError(OSError):
@@ -190,6 +224,14 @@ class Program:
             raise BPFError(ctypes.get_errno(), f"info of {self.name}")
         return info
 
+    def new_fd(self) -> int:
+        """A new fd of the loaded program, found by id; the caller closes it."""
+        fd = _lib.bpf_prog_get_fd_by_id(self.info().id)
+        if fd < 0:
+            err = ctypes.get_errno() or -fd
+            raise OSError(err, f"fd of {self.name}: {os.strerror(err)}")
+        return int(fd)
+
 
 class Link:
     """An attachment; destroying it detaches the program."""
@@ -278,13 +320,12 @@ class BPFObject:
         return Map(_check_ptr(ptr, f"map {name}"), name)
 
     def global_map(self, section: str) -> Map:
-        """The map behind .rodata / .bss (libbpf names it by a prefix of the object)."""
-        suffix = section.encode()
-        for name in (section, f"stackpr{section}"):
-            ptr = _lib.bpf_object__find_map_by_name(self._ptr, name.encode())
-            if ptr:
-                return Map(ptr, name)
-        raise BPFError(errno.ENOENT, f"no {suffix.decode()} map in object")
+        """The map behind a global section (.rodata, .bss): libbpf finds it by the
+        section's name (the kernel's name for it, prefixed by the object's, is not asked)."""
+        ptr = _lib.bpf_object__find_map_by_name(self._ptr, section.encode())
+        if not ptr:
+            raise BPFError(errno.ENOENT, f"no {section} map in object")
+        return Map(ptr, section)
 
     def autoload_only(self, names: set[str]) -> None:
         for prog in self.programs():
@@ -321,3 +362,23 @@ class BPFObject:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _checked(ret: int, what: str) -> int:
+    """libbpf's low-level calls return -errno on failure."""
+    if ret < 0:
+        raise OSError(-ret, f"{what}: {os.strerror(-ret)}")
+    return ret
+
+
+def xdp_link(prog_fd: int, ifindex: int) -> int:
+    """Attach an XDP program to an interface by a link; its fd (closing it detaches)."""
+    return _checked(_lib.bpf_link_create(prog_fd, ifindex, BPF_XDP, None), "xdp")
+
+
+def tc_attach_ingress(prog_fd: int, ifindex: int) -> None:
+    """Attach a TC program to an interface's ingress (creating its clsact qdisc)."""
+    hook = TcHook(sz=ctypes.sizeof(TcHook), ifindex=ifindex, attach_point=BPF_TC_INGRESS)
+    opts = TcOpts(sz=ctypes.sizeof(TcOpts), prog_fd=prog_fd, handle=1, priority=1)
+    _checked(_lib.bpf_tc_hook_create(ctypes.byref(hook)), "tc clsact")
+    _checked(_lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts)), "tc attach")

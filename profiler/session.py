@@ -1,8 +1,10 @@
-"""One tracing session: hooks chosen, BPF attached, a workload run, a Run made.
+"""One tracing session: hooks chosen, BPF attached, the kernel's figures read into a Run.
 
-``trace`` builds the private topology and reference workload; ``attach``
-watches traffic it did not start. Both refresh a Run about once a second for
-the live view and hand back the final one.
+The pieces every session is made of (hooks or a clear refusal, the run's metadata,
+the once-a-second refresh, Ctrl-C, the last collection at rest) and ``attach``,
+which watches traffic stackprof did not start. ``trace``, which also builds the
+private topology and runs the reference workload, is ``servers.lab``: the profiler
+itself never imports the servers.
 """
 
 from __future__ import annotations
@@ -12,45 +14,16 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from profiler.collector import collect
-from profiler.hooks import (
-    KINDS,
-    RING_TRANSPORTS,
-    STAGE_HELP,
-    UNTRACED,
-    stages_for,
-    unused_boundaries,
-)
+from profiler.errors import SessionError
+from profiler.hooks import KINDS, STAGE_HELP, UNTRACED, stages_for, unused_boundaries
 from profiler.loader import HookChoice, Tracer, choose_hooks, make_config
 from profiler.run import Run
-from servers.workload import TransportOptions
 
 Update = Callable[[Run, dict[str, Any]], None]
-
-
-class SessionError(Exception):
-    """A session cannot start; the message is one line for the user."""
-
-
-@dataclass
-class TraceOptions:
-    """What ``stackprof trace`` was asked for."""
-
-    transport: str = "udp"
-    mtu: int = 9000
-    duration: float = 10.0
-    clients: int = 8
-    request_size: int = 512
-    response_size: int = 8192
-    server_cpu: int | None = None
-    client_cpu: int | None = None
-    port: int = 7000
-    kinds: tuple[str, ...] = KINDS
-    skip: tuple[str, ...] = ()
-    options: TransportOptions = field(default_factory=TransportOptions)
 
 
 def hooks_or_fail(
@@ -121,84 +94,6 @@ def finish(tracer: Tracer, run: Run) -> Run:
     assert tracer.obj is not None
     tracer.obj.detach()
     return collect(tracer, run, older_than_ns=0)
-
-
-def trace(opts: TraceOptions, on_update: Update) -> Run:
-    """Run the reference workload on a private topology under the tracer."""
-    choice = hooks_or_fail(opts.kinds, opts.skip, opts.transport)
-    run = Run(
-        meta={
-            **base_meta(choice, opts.transport),
-            "mtu": opts.mtu,
-            "clients": opts.clients,
-            "request_size": opts.request_size,
-            "response_size": opts.response_size,
-            "duration_s": opts.duration,
-            "server_cpu": opts.server_cpu,
-            "client_cpu": opts.client_cpu,
-            "port": opts.port,
-            "transport_options": asdict(opts.options),
-        }
-    )
-    try:
-        return _trace_in_topology(opts, choice, run, on_update)
-    except (RuntimeError, TimeoutError, OSError) as exc:
-        raise SessionError(f"{opts.transport} run failed: {exc}") from exc
-
-
-def _trace_in_topology(opts: TraceOptions, choice: HookChoice, run: Run, on_update: Update) -> Run:
-    """The topology, the tracer and the workload, each torn down whatever happens."""
-    from servers.topology import Topology
-    from servers.workload import Workload
-
-    with Topology(opts.mtu) as topo:
-        config = make_config(
-            opts.port,
-            opts.port,
-            netns=list(topo.netns_inodes()),
-            ring=RING_TRANSPORTS.get(opts.transport, "none"),
-        )
-        with (
-            Tracer(config, choice) as tracer,
-            Workload(
-                topo,
-                transport=opts.transport,
-                clients=opts.clients,
-                request_size=opts.request_size,
-                response_size=opts.response_size,
-                duration=opts.duration,
-                server_cpu=opts.server_cpu,
-                client_cpu=opts.client_cpu,
-                port=opts.port,
-                options=opts.options,
-            ) as workload,
-        ):
-            result = None
-            with interruptible(run):
-                watch(tracer, run, opts.duration, lambda: not workload.loadgen.running(), on_update)
-                result = workload.wait()
-                time.sleep(0.2)
-            finish(tracer, run)
-    if result is not None:
-        record_workload(run, result)
-    return run
-
-
-def record_workload(run: Run, result: Any) -> None:
-    """What the applications themselves counted, beside what the kernel saw."""
-    run.client_rtt = result.rtt
-    run.datagrams.setdefault("request", {})["sent"] = result.sent
-    run.datagrams.setdefault("response", {})["sent"] = int(
-        result.server.get("responses", result.received)
-    )
-    run.meta["client"] = {
-        "sent": result.sent,
-        "received": result.received,
-        "bad": result.bad,
-        "timeouts": result.timeouts,
-        "duration_s": result.duration_s,
-    }
-    run.meta["server"] = result.server
 
 
 @dataclass

@@ -33,10 +33,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from servers import frames, service, tpacket
-from servers.frames import FrameError, Reassembler
+from servers import frames, service, socket_filter, tpacket
+from servers.frames import FrameError
 from servers.neighbours import NeighbourCache, ResolutionError
 from servers.payload import build_response
+from servers.reassembly import Reassembler
 from servers.service import Stop, wakeup_fd
 
 SIOCGIFMTU = 0x8921
@@ -81,7 +82,7 @@ def interface_mtu(ifname: str) -> int:
 def open_guard_socket(ip: str, port: int) -> socket.socket:
     """The UDP socket that keeps the kernel from sending port unreachable (see module doc)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    tpacket.attach_filter(sock, tpacket.DROP_ALL_FILTER)
+    socket_filter.attach_filter(sock, socket_filter.DROP_ALL_FILTER)
     sock.bind((ip, port))
     return sock
 
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         ring_bytes=args.ring_mib << 20,
         frame_size=args.frame_size,
     )
-    program = tpacket.udp_service_filter(args.ip, args.port)
+    program = socket_filter.udp_service_filter(args.ip, args.port)
     cfg = ServerConfig(args.ifname, args.ip, args.port, args.response_size, args.sink, mtu)
     with (
         open_guard_socket(args.ip, args.port),

@@ -13,10 +13,9 @@ from __future__ import annotations
 import socket
 import sys
 
+from profiler.transports import AF_RDS
 from servers import service, udp_server
 from servers.udp_server import set_buffers
-
-AF_RDS = 21  # socket.AF_RDS exists only where Python was built with RDS headers
 
 
 def open_socket(bind: str, port: int) -> socket.socket:

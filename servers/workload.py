@@ -9,12 +9,13 @@
 The server is started first and must print ``ready`` (its socket is bound)
 before the load generator starts, so no request meets a closed port.
 
-Transports (``TRANSPORTS``): ``udp`` (:mod:`servers.udp_server`), ``udp-mmsg``
-(:mod:`servers.mmsg_server`, batched receive), ``packet-v2``/``packet-v3``
-(:mod:`servers.packet_server`: requests read from a TPACKET ring on the server's
-veth, responses sent as frames built in user space), all with UDP clients; ``tcp``
-(:mod:`servers.tcp_server`) with TCP clients; ``rds`` (:mod:`servers.rds_server`,
-where the kernel has RDS-TCP) with RDS clients. ``TransportOptions`` tunes them.
+Transports (``TRANSPORTS``, named once in :mod:`profiler.transports`): ``udp``
+(:mod:`servers.udp_server`), ``udp-mmsg`` (:mod:`servers.mmsg_server`, batched
+receive), ``packet-v2``/``packet-v3`` (:mod:`servers.packet_server`: requests read
+from a TPACKET ring on the server's veth, responses sent as frames built in user
+space), all with UDP clients; ``tcp`` (:mod:`servers.tcp_server`) with TCP clients;
+``rds`` (:mod:`servers.rds_server`, where the kernel has RDS-TCP) with RDS clients.
+``TransportOptions`` tunes them.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from profiler.transports import TRANSPORTS
 from servers.netns_exec import NetnsProcess
 from servers.payload import check_size
 from servers.topology import Topology
 
-TRANSPORTS = ("udp", "udp-mmsg", "packet-v2", "packet-v3", "tcp", "rds")
 SERVERS = {
     "udp": "udp_server",
     "udp-mmsg": "mmsg_server",

@@ -42,7 +42,7 @@ def workload() -> Iterator[Workload]:
 def attach(tmp: Path, *args: str) -> dict[str, Any]:
     out = tmp / "attach.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "profiler.cli", "attach", "--duration", "2", "--no-live"]
+        [sys.executable, "-m", "profiler", "attach", "--duration", "2", "--no-live"]
         + ["--json", str(out), "--out", str(tmp / "run.json"), *args],
         capture_output=True,
         text=True,
@@ -114,7 +114,7 @@ def test_other_namespace_or_ports_trace_nothing(workload: Workload, tmp_path: Pa
 )
 def test_bad_filters_exit_2_with_one_line(args: tuple[str, ...]) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "profiler.cli", "attach", *args],
+        [sys.executable, "-m", "profiler", "attach", *args],
         capture_output=True,
         text=True,
         timeout=30,

@@ -15,8 +15,10 @@ import pytest
 from rich.console import Console
 
 from profiler import doctor
-from profiler.hooks import BOUNDARIES, Candidate
+from profiler.diagnosis import Check, Diagnosis, HookPoint, KindResult
+from profiler.hooks import BOUNDARIES, Candidate, unobserved_stages
 from profiler.libbpf import BPFObject
+from profiler.views.doctor import render
 
 REPO = Path(__file__).resolve().parent.parent
 STACKPROF = REPO / ".venv" / "bin" / "stackprof"
@@ -65,31 +67,37 @@ def test_plain_text_when_piped(text_run: subprocess.CompletedProcess[str]) -> No
     assert "…" not in text_run.stdout
 
 
-@pytest.mark.root
-@needs_root
-def test_kprobes_missing_here(
-    text_run: subprocess.CompletedProcess[str], doc: dict[str, Any]
-) -> None:
-    """The doctor's proof agrees with tracefs: this kernel has no kprobe_events."""
-    assert not KPROBE_EVENTS.exists(), "this test describes a kernel built without kprobes"
-    assert doc["attach"]["kprobe"]["works"] is False
-    assert doc["attach"]["kretprobe"]["works"] is False
-    assert doc["checks"]["kprobes"]["status"] == "missing"
-    assert doc["checks"]["kprobes"]["fix"]
-    line = next(x for x in text_run.stdout.splitlines() if x.strip().startswith("kprobes"))
-    assert "missing" in line
+def feature_line(screen: str, name: str) -> str:
+    return next(x for x in screen.splitlines() if x.strip().startswith(name))
 
 
 @pytest.mark.root
 @needs_root
-def test_fentry_missing_here(
-    text_run: subprocess.CompletedProcess[str], doc: dict[str, Any]
+@pytest.mark.parametrize(
+    ("feature", "kinds"),
+    [("kprobes", ("kprobe", "kretprobe")), ("fentry/fexit", ("fentry", "fexit"))],
+)
+def test_function_hook_features_follow_their_proofs(
+    text_run: subprocess.CompletedProcess[str],
+    doc: dict[str, Any],
+    feature: str,
+    kinds: tuple[str, ...],
 ) -> None:
-    assert doc["attach"]["fentry"]["works"] is False
-    assert doc["attach"]["fexit"]["works"] is False
-    assert doc["checks"]["fentry/fexit"]["status"] == "missing"
-    line = next(x for x in text_run.stdout.splitlines() if x.strip().startswith("fentry/fexit"))
-    assert "missing" in line
+    """A feature made of attach kinds is ok exactly when every kind was proved here (whatever
+    this kernel has); when one is not, the check says which and why, and what to do."""
+    proved = [doc["attach"][k]["works"] for k in kinds]
+    check = doc["checks"][feature]
+    if all(proved):
+        assert check["status"] == "ok" and check["fix"] is None, check
+        assert "ok" in feature_line(text_run.stdout, feature)
+        return
+    assert check["status"] == "missing" and check["fix"], check
+    for kind, works in zip(kinds, proved, strict=True):
+        if not works:
+            assert f"{kind}: {doc['attach'][kind]['error']}" in check["detail"], check
+    assert "missing" in feature_line(text_run.stdout, feature)
+    if feature == "kprobes" and not KPROBE_EVENTS.exists():
+        assert "no kprobe_events in tracefs" in check["detail"]
 
 
 @pytest.mark.root
@@ -114,23 +122,56 @@ def test_every_boundary_reported(doc: dict[str, Any]) -> None:
         if entry["hook"] is None:
             assert entry["refused"], f"{b.name}: no hook and no reason"
         else:
-            assert entry["kind"] not in ("fentry", "kprobe"), entry
+            assert entry["hook"] in [c.label for c in b.candidates], entry
+
+
+def attach_kinds(candidate: Candidate) -> tuple[str, ...]:
+    """The attach kinds a candidate's programs need (fentry candidates may hold fexit ones)."""
+    if candidate.kind == "fentry":
+        return tuple(k for k in ("fentry", "fexit") if k in candidate.target) or ("fentry",)
+    if candidate.kind == "kprobe":
+        return (
+            ("kprobe", "kretprobe")
+            if any("kretprobe" in p for p in candidate.programs)
+            else ("kprobe",)
+        )
+    return (candidate.kind,)
 
 
 @pytest.mark.root
 @needs_root
-def test_tp_btf_carries_the_btf_family(doc: dict[str, Any]) -> None:
-    """Where tp_btf is a candidate it is the one used (it attaches here)."""
+def test_chosen_hooks_agree_with_the_attach_proofs(doc: dict[str, Any]) -> None:
+    """Each hook point uses a candidate whose attach kinds were proved here, and every
+    candidate before it in preference order was tried and refused."""
     for b in BOUNDARIES:
-        if any(c.kind == "tp_btf" for c in b.candidates):
-            assert doc["hooks"][b.name]["kind"] == "tp_btf", doc["hooks"][b.name]
+        entry = doc["hooks"][b.name]
+        if entry["hook"] is None:
+            continue
+        labels = [c.label for c in b.candidates]
+        chosen = b.candidates[labels.index(entry["hook"])]
+        for kind in attach_kinds(chosen):
+            assert doc["attach"][kind]["works"], (b.name, kind, doc["attach"][kind])
+        for earlier in b.candidates[: labels.index(entry["hook"])]:
+            assert any(r.startswith(f"{earlier.label}:") for r in entry["refused"]), (b.name, entry)
+
+
+@pytest.mark.root
+@needs_root
+def test_tp_btf_carries_the_btf_family_where_it_attaches(doc: dict[str, Any]) -> None:
+    """Where tp_btf is a candidate and attaches here, nothing after it in preference
+    order (raw_tp, tracepoint) is used."""
+    if not doc["attach"]["tp_btf"]["works"]:
+        pytest.skip("tp_btf does not attach on this kernel")
+    for b in BOUNDARIES:
+        kinds = [c.kind for c in b.candidates]
+        if "tp_btf" in kinds:
+            later = kinds[kinds.index("tp_btf") + 1 :]
+            assert doc["hooks"][b.name]["kind"] not in later, doc["hooks"][b.name]
 
 
 @pytest.mark.root
 @needs_root
 def test_unobserved_matches_missing_fine_hooks(doc: dict[str, Any]) -> None:
-    from profiler.hooks import unobserved_stages
-
     chosen = {
         name: Candidate(h["kind"], "", ()) if h["hook"] else None
         for name, h in doc["hooks"].items()
@@ -194,22 +235,22 @@ def test_throwaway_netns_reports_the_childs_errno() -> None:
     assert caught.value.errno == errno.ENODEV
 
 
-def _fake(missing: list[str]) -> doctor.Diagnosis:
-    return doctor.Diagnosis(
+def _fake(missing: list[str]) -> Diagnosis:
+    return Diagnosis(
         kernel="1.2.3-test",
         root=True,
-        attach=[doctor.KindResult("kprobe", False, "attach", "no such file")],
-        hooks=[doctor.HookPoint("x", "what", True, None, None, ["kprobe:f: refused"], {"f": None})],
+        attach=[KindResult("kprobe", False, "attach", "no such file")],
+        hooks=[HookPoint("x", "what", True, None, None, ["kprobe:f: refused"], {"f": None})],
         unobserved=["total"],
         missing_required=missing,
-        checks=[doctor.Check("rds", "missing", "no RDS", "modprobe rds")],
+        checks=[Check("rds", "missing", "no RDS", "modprobe rds")],
     )
 
 
 def test_render_says_what_to_do() -> None:
     console = Console(width=200, force_terminal=False)
     with console.capture() as cap:
-        console.print(doctor.render(_fake(["x"])))
+        console.print(render(_fake(["x"])))
     out = cap.get()
     assert "no: no such file" in out
     assert "-> modprobe rds" in out

@@ -9,7 +9,8 @@ import struct
 import pytest
 
 from servers import frames
-from servers.frames import FrameError, Reassembler
+from servers.frames import FrameError
+from servers.reassembly import Reassembler
 
 SRC_MAC = "02:00:00:00:00:01"
 DST_MAC = "02:00:00:00:00:02"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-
-from profiler.keys import IP_DF, IP_MF, describe, flight_key, key_tuple, parse_ipv4_udp
+from flight_keys import IP_DF, IP_MF, describe, flight_key, key_tuple, parse_ipv4_udp
 
 
 def ip_packet(

@@ -1,4 +1,4 @@
-"""The kernel files a datagram under the key profiler.keys computes (real BPF, real veth)."""
+"""The kernel files a datagram under the key tests/flight_keys.py computes (real BPF, real veth)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 import time
 
 import pytest
+from flight_keys import flight_key, key_tuple, parse_ipv4_udp
 
 from profiler.collector import live_flights
-from profiler.keys import flight_key, key_tuple, parse_ipv4_udp
 from profiler.loader import Tracer, choose_hooks, make_config
 from servers.topology import Topology
 

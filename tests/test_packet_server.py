@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import pytest
 from pyroute2 import IPRoute
 
-from servers import frames, tpacket
+from servers import frames, reassembly, socket_filter, tpacket
 from servers.neighbours import NeighbourCache
 from servers.netns_exec import NetnsProcess
 from servers.payload import MAX_DATAGRAM
@@ -72,7 +72,7 @@ def test_kernel_accepts_our_fragments(topo: Topology) -> None:
 
         def send() -> int:
             cfg = tpacket.ring_config(tpacket.TPACKET_V2, topo.mtu, ring_bytes=1 << 18)
-            with tpacket.PacketRing(topo.client_if, cfg, tpacket.DROP_ALL_FILTER) as ring:
+            with tpacket.PacketRing(topo.client_if, cfg, socket_filter.DROP_ALL_FILTER) as ring:
                 with NeighbourCache(listen=False) as neigh:
                     mac = neigh.lookup(topo.server_ip)
                 out = frames.udp_frames(
@@ -93,7 +93,7 @@ def test_ring_captures_kernel_fragments(topo: Topology, version: int) -> None:
     """(b) a kernel-fragmented 8192-byte datagram is captured and reassembled exactly."""
     payload = os.urandom(8192)
     cfg = tpacket.ring_config(version, topo.mtu, frames_per_block=8, block_timeout_ms=2)
-    program = tpacket.udp_service_filter(topo.server_ip, PORT)
+    program = socket_filter.udp_service_filter(topo.server_ip, PORT)
     ring = in_ns(topo.server_ns, lambda: tpacket.PacketRing(topo.server_if, cfg, program))
     with ring:
 
@@ -108,7 +108,7 @@ def test_ring_captures_kernel_fragments(topo: Topology, version: int) -> None:
         while len(got) < 6 and time.monotonic() < deadline:
             ring.wait(50)
             got += ring.receive()
-        reasm = frames.Reassembler()
+        reasm = reassembly.Reassembler()
         packets = [frames.parse_frame(f.data) for f in got]
         complete = [w for p in packets if (w := reasm.add(p, time.monotonic())) is not None]
         counters = ring.counters

@@ -166,7 +166,7 @@ def start(tmp: Path, *args: str) -> subprocess.Popen[bytes]:
     """Start the CLI as a terminal's foreground job would: its own process group
     (so Ctrl-C can go to that group and nothing else, and cleanup can kill it),
     SIGINT at its default disposition even if the test runner ignores it."""
-    cmd = [sys.executable, "-m", "profiler.cli", "trace", "--mtu", "1500", "--no-live"]
+    cmd = [sys.executable, "-m", "profiler", "trace", "--mtu", "1500", "--no-live"]
     cmd += ["--clients", str(CLIENTS), "--out", str(tmp / "run.json"), *args]
     with (tmp / "stdout").open("wb") as out, (tmp / "stderr").open("wb") as err:
         return subprocess.Popen(

@@ -21,7 +21,7 @@ FRAGMENTED = FIXTURES / "udp-mtu1500-cpu0.json"
 
 def stackprof(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "profiler.cli", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "profiler", *args], capture_output=True, text=True, timeout=60
     )
 
 

@@ -6,14 +6,9 @@ import struct
 
 import pytest
 
-from servers import frames, tpacket
-from servers.tpacket import (
-    TP_STATUS_BLK_TMO,
-    TP_STATUS_USER,
-    TPACKET_V2,
-    TPACKET_V3,
-    BpfInsn,
-)
+from servers import frames, socket_filter, tpacket
+from servers.socket_filter import BpfInsn
+from servers.tpacket import TP_STATUS_BLK_TMO, TP_STATUS_USER, TPACKET_V2, TPACKET_V3
 
 MAC_A, MAC_B = "02:00:00:00:00:01", "02:00:00:00:00:02"
 CLIENT, SERVER = "10.9.0.1", "10.9.0.2"
@@ -111,44 +106,51 @@ def test_ring_config_is_valid_for_kernel(version: int, mtu: int) -> None:
         assert fields[4] == 5
 
 
+LOAD_SIZES = {
+    socket_filter.BPF_LD_W_ABS: 4,
+    socket_filter.BPF_LD_H_ABS: 2,
+    socket_filter.BPF_LD_B_ABS: 1,
+}
+
+
 def run_cbpf(program: list[BpfInsn], packet: bytes) -> int:
     """Independent interpreter of the classic BPF subset the filter uses."""
     acc = x = pc = 0
     while True:
         code, jt, jf, k = program[pc]
         pc += 1
-        if code == tpacket.BPF_RET_K:
+        if code == socket_filter.BPF_RET_K:
             return k
-        if code in (tpacket.BPF_LD_W_ABS, tpacket.BPF_LD_H_ABS, tpacket.BPF_LD_B_ABS):
-            size = {tpacket.BPF_LD_W_ABS: 4, tpacket.BPF_LD_H_ABS: 2, tpacket.BPF_LD_B_ABS: 1}[code]
+        if code in LOAD_SIZES:
+            size = LOAD_SIZES[code]
             if k + size > len(packet):
                 return 0
             acc = int.from_bytes(packet[k : k + size], "big")
-        elif code == tpacket.BPF_LD_H_IND:
+        elif code == socket_filter.BPF_LD_H_IND:
             if x + k + 2 > len(packet):
                 return 0
             acc = int.from_bytes(packet[x + k : x + k + 2], "big")
-        elif code == tpacket.BPF_LDX_B_MSH:
+        elif code == socket_filter.BPF_LDX_B_MSH:
             x = (packet[k] & 0x0F) * 4
-        elif code == tpacket.BPF_JEQ_K:
+        elif code == socket_filter.BPF_JEQ_K:
             pc += jt if acc == k else jf
-        elif code == tpacket.BPF_JSET_K:
+        elif code == socket_filter.BPF_JSET_K:
             pc += jt if acc & k else jf
         else:
             raise AssertionError(f"unexpected opcode {code:#x}")
 
 
 def test_filter_accepts_service_traffic_and_fragments() -> None:
-    program = tpacket.udp_service_filter(SERVER, 7000)
+    program = socket_filter.udp_service_filter(SERVER, 7000)
     to_service = frames.udp_frames(MAC_A, MAC_B, CLIENT, SERVER, 5555, 7000, bytes(8192), 1, 1500)
     assert len(to_service) == 6
-    assert all(run_cbpf(program, f) == tpacket.BPF_ACCEPT for f in to_service)
+    assert all(run_cbpf(program, f) == socket_filter.BPF_ACCEPT for f in to_service)
     (small,) = frames.udp_frames(MAC_A, MAC_B, CLIENT, SERVER, 5555, 7000, b"hi", 2, 1500)
-    assert run_cbpf(program, small) == tpacket.BPF_ACCEPT
+    assert run_cbpf(program, small) == socket_filter.BPF_ACCEPT
 
 
 def test_filter_rejects_other_traffic() -> None:
-    program = tpacket.udp_service_filter(SERVER, 7000)
+    program = socket_filter.udp_service_filter(SERVER, 7000)
     other_port = frames.udp_frames(MAC_A, MAC_B, CLIENT, SERVER, 5555, 7001, bytes(8192), 1, 1500)
     assert run_cbpf(program, other_port[0]) == 0
     assert all(run_cbpf(program, f) for f in other_port[1:])
@@ -161,9 +163,9 @@ def test_filter_rejects_other_traffic() -> None:
 
 
 def test_filter_follows_ip_options() -> None:
-    program = tpacket.udp_service_filter(SERVER, 7000)
+    program = socket_filter.udp_service_filter(SERVER, 7000)
     (frame,) = frames.udp_frames(MAC_A, MAC_B, CLIENT, SERVER, 5555, 7000, b"hi", 2, 1500)
     with_options = bytearray(frame[:14] + bytes([0x46]) + frame[15:34] + bytes(4) + frame[34:])
-    assert run_cbpf(program, bytes(with_options)) == tpacket.BPF_ACCEPT
+    assert run_cbpf(program, bytes(with_options)) == socket_filter.BPF_ACCEPT
     with_options[40:42] = (7001).to_bytes(2, "big")
     assert run_cbpf(program, bytes(with_options)) == 0

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from profiler.commands import rds_missing
 from profiler.hooks import PARENT, STAGE_SPANS
+from profiler.transports import rds_missing
 
 pytestmark = [
     pytest.mark.root,
@@ -25,7 +25,7 @@ SERVED = ("udp", "udp-mmsg", "packet-v2", "packet-v3", "tcp")
 
 def stackprof(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "profiler.cli", *args],
+        [sys.executable, "-m", "profiler", *args],
         capture_output=True,
         text=True,
         timeout=300,

@@ -27,7 +27,7 @@ def trace(tmp: Path, *args: str) -> dict[str, Any]:
     cmd = [
         sys.executable,
         "-m",
-        "profiler.cli",
+        "profiler",
         "trace",
         "--no-live",
         "--json",
@@ -159,7 +159,7 @@ def test_saved_run_reports_and_compares(tmp_path: Path, mtu1500: dict) -> None:
     trace(run, "--mtu", "9000", "--duration", "1", "--clients", "1")
     saved = run / "run.json"
     report = subprocess.run(
-        [sys.executable, "-m", "profiler.cli", "report", str(saved)],
+        [sys.executable, "-m", "profiler", "report", str(saved)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from test_packet_server import count_icmp, open_icmp_counter, our_namespaces, port_unreachable_seen
 
-from profiler.commands import rds_missing
+from profiler.transports import rds_missing
 from servers import mmsg_server, packet_server
 from servers.topology import Topology
 from servers.workload import TRANSPORTS, TransportOptions, Workload, WorkloadResult

@@ -21,17 +21,11 @@ from rich.console import Console, RenderableType
 from profiler.abi import MISSES, PATHS, STAGES
 from profiler.export import export, to_dataframe, write_csv, write_hdr_log
 from profiler.hooks import PARENT, stages_for
-from profiler.report import render_compare, render_report
 from profiler.run import Run, hist_summary, mean_value, new_histogram
-from profiler.tui import (
-    DASH,
-    LiveView,
-    fmt_us,
-    missed_table,
-    quick_summary,
-    render,
-    share_bar,
-)
+from profiler.views.compare import render_compare
+from profiler.views.live import LiveView, render
+from profiler.views.report import render_report
+from profiler.views.tables import DASH, fmt_us, missed_table, path_summaries, share_bar
 
 STATUS = {"elapsed_s": 12.3, "duration_s": 30}
 
@@ -68,12 +62,13 @@ def test_share_bar_fills_proportionally() -> None:
     assert share_bar(0.0, 4) == "    "
 
 
-def test_quick_summary_agrees_with_the_json_summary() -> None:
+def test_views_summarise_with_the_json_summary() -> None:
+    """The tables' figures are the --json summary's (one summary function for both)."""
     run = mtu_1500_run()
-    for hist in [*run.stages.values(), run.client_rtt, new_histogram()]:
-        full = hist_summary(hist)
-        del full["mean_us"]
-        assert quick_summary(hist) == full
+    for path in PATHS:
+        for stage, summary in path_summaries(run, path, run.meta).items():
+            assert summary == hist_summary(run.stage(path, stage))
+            assert summary["count"] > 0
 
 
 def test_live_view_shows_percentiles_of_each_stage() -> None:

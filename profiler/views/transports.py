@@ -18,7 +18,7 @@ from rich.text import Text
 from profiler.abi import PATHS
 from profiler.hooks import run_stages
 from profiler.run import Run, batch_summary, hist_summary
-from profiler.tui import DASH, fmt_us, stage_label
+from profiler.views.tables import DASH, fmt_us, stage_label
 
 
 def _per_s(count: float, seconds: float) -> float:

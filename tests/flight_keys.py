@@ -1,7 +1,7 @@
-"""How a datagram's flight is keyed, mirrored from bpf/stackprof.bpf.c.
+"""How a datagram's flight is keyed, mirrored from bpf/stackprof.bpf.c (a test helper).
 
-Used to name incomplete datagrams and to check, against the kernel's own
-map, that both sides key a packet the same way.
+The tests check with it, against the kernel's own map, that both sides key a
+packet the same way, and name flights in their messages.
 """
 
 from __future__ import annotations

@@ -1,26 +1,22 @@
-"""The live view: where each datagram's time goes, per kernel stage, while a trace runs.
+"""The tables of a run: where each datagram's time goes, per kernel stage.
 
-``render`` is a pure function of a run and a status dict so the same tables
-serve the live view, ``stackprof report`` and the tests. Microseconds
-everywhere; a stage that saw no datagram shows "—", never a misleading zero.
+Pure functions of a run (and, live, a status dict), so the same tables serve the
+live screen, ``stackprof report`` and the tests. Microseconds everywhere; a stage
+that saw no datagram shows "—", never a misleading zero.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from hdrh.histogram import HdrHistogram
 from rich import box
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from profiler.abi import MISSES, PATHS, STAGES
 from profiler.hooks import PARENT, STAGE_SPANS, run_stages, stage_name
-from profiler.run import Run, batch_summary
+from profiler.run import Run, batch_summary, hist_summary
 
 DASH = "—"
 BAR_WIDTH = 12
@@ -46,23 +42,8 @@ def share_bar(share: float, width: int = BAR_WIDTH) -> str:
     return ("█" * full + (_EIGHTHS[part] if part else "")).ljust(width)
 
 
-def quick_summary(hist: HdrHistogram) -> dict[str, float]:
-    """run.hist_summary without the mean: one pass, cheap enough to redraw every second.
-
-    The mean walks every recorded value (tens of ms per histogram) and no view
-    shows it; percentiles and max are the same numbers the JSON summary has.
-    """
-    count = hist.get_total_count()
-    if not count:
-        return {"count": 0, **{key: 0.0 for _, key in PERCENTILES}}
-    values = hist.get_percentile_to_value_dict([50, 90, 99, 99.9])
-    ns = {"p50_us": values[50], "p90_us": values[90], "p99_us": values[99]}
-    ns |= {"p999_us": values[99.9], "max_us": hist.get_max_value()}
-    return {"count": count, **{key: round(v / 1000.0, 3) for key, v in ns.items()}}
-
-
 def _join(value: Any, sep: str = ",") -> str:
-    """Lists (sizes, hook candidates) as one compact string."""
+    """Lists (hook candidates) as one compact string."""
     if isinstance(value, str):
         return value
     if isinstance(value, Mapping):
@@ -95,7 +76,6 @@ def header_line(info: Mapping[str, Any]) -> Text:
         ("transport", ""),
         ("mtu", "MTU "),
         ("clients", "clients "),
-        ("sizes", "sizes "),
         ("kernel", "kernel "),
     ):
         if info.get(key) not in (None, "", []):
@@ -120,7 +100,7 @@ def path_summaries(run: Run, path: str, info: Mapping[str, Any]) -> dict[str, di
     """Summaries of the observed stages of one path, each computed once per redraw."""
     missing = unobserved_of(run, info)
     return {
-        s: quick_summary(run.stage(path, s)) for s in run_stages(info) if (path, s) not in missing
+        s: hist_summary(run.stage(path, s)) for s in run_stages(info) if (path, s) not in missing
     }
 
 
@@ -211,7 +191,7 @@ def _counter_cell(name: str, value: Any) -> Text:
 def rtt_line(run: Run) -> Text:
     """The client's own round trip: what the stage numbers should add up to; and the
     batches recvmmsg achieved, when the receiver batches."""
-    rtt = quick_summary(run.client_rtt)
+    rtt = hist_summary(run.client_rtt)
     if not rtt["count"]:
         text = Text(f"client RTT: {DASH}", style="dim")
     else:
@@ -292,61 +272,3 @@ def missed_line(run: Run) -> Text:
         text.append(" · " if index else "")
         text.append(f"{name} {count}", style="bold red" if count else "dim")
     return text
-
-
-def render(run: Run, status: Mapping[str, Any], compact: bool = False) -> RenderableType:
-    """The whole screen for one moment of a run. compact (while it runs) fits a
-    terminal: stages no hook could observe are left to the 'unobserved' line and
-    the missed counters take one line."""
-    info = info_of(run, status)
-    parts: list[RenderableType] = [header_line(info)]
-    parts += [stage_table(run, path, info, hide_unobserved=compact) for path in PATHS]
-    parts += [datagram_table(run), rtt_line(run)]
-    parts += [missed_line(run) if compact else missed_table(run), hooks_line(info)]
-    return Group(*parts)
-
-
-class LiveView:
-    """A once-a-second live screen; without a terminal it prints only the final tables."""
-
-    def __init__(self, console: Console | None = None, refresh_s: float = 1.0) -> None:
-        self.console = console or Console()
-        self.refresh_s = refresh_s
-        self._live: Live | None = None
-        self._latest: tuple[Run, Mapping[str, Any]] | None = None
-        self._rendered_at = 0.0
-
-    def __enter__(self) -> LiveView:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        """Take over the terminal, if there is one."""
-        if self.console.is_terminal and self._live is None:
-            self._live = Live(
-                console=self.console, refresh_per_second=1 / self.refresh_s, auto_refresh=True
-            )
-            self._live.start()
-
-    def update(self, run: Run, status: Mapping[str, Any]) -> None:
-        """Note the latest state; redraw at most once per refresh period to spare the CPU."""
-        self._latest = (run, dict(status))
-        now = time.monotonic()
-        if self._live is not None and now - self._rendered_at >= self.refresh_s:
-            self._live.update(render(run, status, compact=True))
-            self._rendered_at = now
-
-    def stop(self) -> None:
-        """Leave the final state on screen (or print it once when not on a terminal)."""
-        final = render(*self._latest) if self._latest else None
-        if self._live is not None:
-            if final is not None:
-                self._live.update(final, refresh=True)
-            self._live.stop()
-            self._live = None
-        elif final is not None:
-            self.console.print(final)
-        self._latest = None

@@ -1,0 +1,43 @@
+"""What several commands share: root, saved runs in and out, the live view."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from profiler.errors import UsageError
+from profiler.run import Run, default_trace_path
+from profiler.views.console import output_console, plain_console
+from profiler.views.live import LiveView
+
+
+def need_root() -> None:
+    if os.geteuid() != 0:
+        raise UsageError("tracing needs root (BPF and network namespaces)")
+
+
+def live_view(no_live: bool) -> LiveView:
+    """The live screen on a terminal; with --no-live or off a terminal only the final
+    tables, printed once (as wide as views.console makes them)."""
+    return LiveView(plain_console() if no_live else output_console())
+
+
+def save(run: Run, args: argparse.Namespace, several: bool = False) -> None:
+    """Save under traces/ (or --out: a file, or a folder when several runs are made)."""
+    default = default_trace_path(run.meta)
+    out = args.out / default.name if several and args.out else args.out
+    path = run.save(out or default)
+    if args.json and not several:
+        args.json.write_text(json.dumps(run.summary(), indent=1))
+    print(f"saved {path}", file=sys.stderr)
+
+
+def load_run(path: Path) -> Run:
+    """A saved run; a file that is not one is bad input."""
+    try:
+        return Run.load(path)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None

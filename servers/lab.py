@@ -1,0 +1,115 @@
+"""The lab: a private topology, a reference server and closed-loop clients, traced.
+
+What ``stackprof trace`` runs: :class:`~servers.topology.Topology` and
+:class:`~servers.workload.Workload` composed under a profiler session
+(:mod:`profiler.session`), the run's metadata saying how it was made, and what
+the applications themselves counted recorded beside what the kernel saw. The
+servers may import the profiler; the profiler imports this module only in its
+``trace`` command.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from profiler.errors import SessionError
+from profiler.hooks import KINDS, RING_TRANSPORTS
+from profiler.loader import HookChoice, Tracer, make_config
+from profiler.run import Run
+from profiler.session import Update, base_meta, finish, hooks_or_fail, interruptible, watch
+from servers.topology import Topology
+from servers.workload import TransportOptions, Workload, WorkloadResult
+
+
+@dataclass
+class TraceOptions:
+    """What ``stackprof trace`` was asked for."""
+
+    transport: str = "udp"
+    mtu: int = 9000
+    duration: float = 10.0
+    clients: int = 8
+    request_size: int = 512
+    response_size: int = 8192
+    server_cpu: int | None = None
+    client_cpu: int | None = None
+    port: int = 7000
+    kinds: tuple[str, ...] = KINDS
+    skip: tuple[str, ...] = ()
+    options: TransportOptions = field(default_factory=TransportOptions)
+
+
+def trace(opts: TraceOptions, on_update: Update) -> Run:
+    """Run the reference workload on a private topology under the tracer."""
+    choice = hooks_or_fail(opts.kinds, opts.skip, opts.transport)
+    run = Run(
+        meta={
+            **base_meta(choice, opts.transport),
+            "mtu": opts.mtu,
+            "clients": opts.clients,
+            "request_size": opts.request_size,
+            "response_size": opts.response_size,
+            "duration_s": opts.duration,
+            "server_cpu": opts.server_cpu,
+            "client_cpu": opts.client_cpu,
+            "port": opts.port,
+            "transport_options": asdict(opts.options),
+        }
+    )
+    try:
+        return _trace_in_topology(opts, choice, run, on_update)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        raise SessionError(f"{opts.transport} run failed: {exc}") from exc
+
+
+def _trace_in_topology(opts: TraceOptions, choice: HookChoice, run: Run, on_update: Update) -> Run:
+    """The topology, the tracer and the workload, each torn down whatever happens."""
+    with Topology(opts.mtu) as topo:
+        config = make_config(
+            opts.port,
+            opts.port,
+            netns=list(topo.netns_inodes()),
+            ring=RING_TRANSPORTS.get(opts.transport, "none"),
+        )
+        with (
+            Tracer(config, choice) as tracer,
+            Workload(
+                topo,
+                transport=opts.transport,
+                clients=opts.clients,
+                request_size=opts.request_size,
+                response_size=opts.response_size,
+                duration=opts.duration,
+                server_cpu=opts.server_cpu,
+                client_cpu=opts.client_cpu,
+                port=opts.port,
+                options=opts.options,
+            ) as workload,
+        ):
+            result = None
+            with interruptible(run):
+                watch(tracer, run, opts.duration, lambda: not workload.loadgen.running(), on_update)
+                result = workload.wait()
+                time.sleep(0.2)
+            finish(tracer, run)
+    if result is not None:
+        record_workload(run, result)
+    return run
+
+
+def record_workload(run: Run, result: WorkloadResult) -> None:
+    """What the applications themselves counted, beside what the kernel saw."""
+    run.client_rtt = result.rtt
+    run.datagrams.setdefault("request", {})["sent"] = result.sent
+    run.datagrams.setdefault("response", {})["sent"] = int(
+        result.server.get("responses", result.received)
+    )
+    run.meta["client"] = {
+        "sent": result.sent,
+        "received": result.received,
+        "bad": result.bad,
+        "timeouts": result.timeouts,
+        "duration_s": result.duration_s,
+    }
+    run.meta["server"] = result.server
