@@ -23,6 +23,7 @@ COMMANDS = {
     "compare": "profiler.commands.compare",
     "export": "profiler.commands.export",
     "doctor": "profiler.commands.doctor",
+    "merge": "profiler.commands.merge",
 }
 
 
@@ -72,9 +73,35 @@ def _duration(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"duration must be a number, not {text!r}") from None
-    if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"duration must be in (0, 86400] seconds, not {value}")
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(
+            f"duration must be in [0, 86400] seconds (0: until stopped), not {value}"
+        )
     return value
+
+
+UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _interval(text: str) -> float:
+    """Seconds, or a number with s, m or h: 90, 5s, 10m, 1h."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in UNITS else (text, "s")
+    try:
+        value = float(number) * UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"interval must be like 30s, 10m or 1h, not {text!r}"
+        ) from None
+    if not 1 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"interval must be 1 s to 24 h, not {text!r}")
+    return value
+
+
+def _listen(text: str) -> tuple[str, int]:
+    """[ADDR:]PORT for the metrics endpoint; no ADDR listens on every address."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]") if sep else ""
+    return host, _int_range(1, 65535, "metrics port")(port)
 
 
 def _kinds(text: str) -> tuple[str, ...]:
@@ -105,7 +132,18 @@ def _port_range(text: str) -> tuple[int, int]:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--duration", type=_duration, default=10.0, help="seconds (default 10)")
+    p.add_argument(
+        "--duration",
+        type=_duration,
+        default=10.0,
+        help="seconds (default 10; attach: 0 runs until stopped)",
+    )
+    p.add_argument(
+        "--metrics",
+        type=_listen,
+        metavar="[ADDR:]PORT",
+        help="serve Prometheus /metrics here while tracing (no ADDR: every address)",
+    )
     p.add_argument("--json", type=Path, help="also write the summary as JSON here")
     p.add_argument("--out", type=Path, help="where to save the run (default traces/...)")
     p.add_argument(
@@ -172,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="senders' namespaces, comma-separated: names (/run/netns) or paths (/proc/PID/ns/net)",
     )
     a.add_argument("--cgroup", type=Path, help="cgroup v2 directory of the senders")
+    a.add_argument(
+        "--save-every",
+        type=_interval,
+        default=600.0,
+        metavar="INTERVAL",
+        help="with --duration 0: save each interval as a run of its own (default 10m)",
+    )
     _common(a)
 
     r = sub.add_parser("report", help="show a saved run")
@@ -179,9 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="stage-by-stage deltas of two saved runs")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
-    e = sub.add_parser("export", help="write a saved run as .csv, .hlog (HDR log) or .json")
+    e = sub.add_parser(
+        "export", help="write a saved run as .csv, .parquet, .hlog (HDR log), .json or .prom"
+    )
     e.add_argument("file", type=Path)
     e.add_argument("out", type=Path)
+    m = sub.add_parser("merge", help="sum saved runs of several hosts or intervals into one")
+    m.add_argument("files", type=Path, nargs="+", metavar="RUN")
+    m.add_argument("-o", "--out", type=Path, required=True, help="the merged run's file")
     d = sub.add_parser("doctor", help="what this kernel can hook, proved by loading probes")
     d.add_argument("--json", action="store_true", help="print a JSON document instead")
     return parser

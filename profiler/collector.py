@@ -78,6 +78,18 @@ def fill_run(run: Run, stats: Any, recursion_misses: int = 0) -> Run:
     return run
 
 
+def stats_delta(now: Any, before: Any) -> Any:
+    """What the kernel counted between two statistics copies (every field is a u64)."""
+    a = np.frombuffer(bytes(now), dtype=np.uint64)
+    b = np.frombuffer(bytes(before), dtype=np.uint64)
+    return abi.Stats.from_buffer_copy((a - b).tobytes())
+
+
+def interval_run(before: Any, now: Any, meta: dict[str, Any]) -> Run:
+    """A run of what was counted between two copies: its histograms and counters."""
+    return fill_run(Run(meta=dict(meta)), stats_delta(now, before))
+
+
 def collect(tracer: Tracer, run: Run, older_than_ns: int = INCOMPLETE_AGE_NS) -> Run:
     """Refresh run from the live kernel state, flights left in the map included.
 

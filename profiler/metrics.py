@@ -9,8 +9,9 @@ bound is a kernel bucket boundary (the kernel splits every power of two from
 ``histogram_quantile`` returns is interpolated linearly inside one of these
 buckets: the true quantile lies in the same bucket, so its error is at most
 the bucket's width, a quarter of its lower bound (25% of the value) and far
-less in practice. ``_count`` is exact; ``_sum`` adds each kernel bucket's
-midpoint, within 0.8% of the true sum.
+less in practice; a quantile below 256 ns is only known to lie in [0, 256 ns].
+``_count`` is exact; ``_sum`` adds each kernel bucket's midpoint, within 0.8%
+of the true sum.
 
 Labels are low-cardinality only: path, stage, kind, reason (and transport
 in the lab). No address or port is ever a label.

@@ -10,6 +10,7 @@ itself never imports the servers.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import time
@@ -17,13 +18,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from profiler.collector import collect
+from profiler.collector import collect, copy_stats, interval_run
 from profiler.errors import SessionError
 from profiler.hooks import KINDS, STAGE_HELP, UNTRACED, stages_for, unused_boundaries
 from profiler.loader import HookChoice, Tracer, choose_hooks, make_config
 from profiler.run import Run
 
 Update = Callable[[Run, dict[str, Any]], None]
+Interval = Callable[[Run], None]
 
 
 def hooks_or_fail(
@@ -63,7 +65,8 @@ def base_meta(choice: HookChoice, transport: str) -> dict[str, Any]:
 def _status(run: Run, started: float, duration: float) -> dict[str, Any]:
     """The live header's clock: it stops at the duration while the last replies drain."""
     elapsed = min(time.monotonic() - started, duration)
-    return {**run.meta, "elapsed_s": round(elapsed, 1), "duration_s": duration}
+    shown = duration if math.isfinite(duration) else 0.0
+    return {**run.meta, "elapsed_s": round(elapsed, 1), "duration_s": shown}
 
 
 def watch(
@@ -108,10 +111,43 @@ class AttachOptions:
     cgroup_id: int | None = None
     kinds: tuple[str, ...] = KINDS
     skip: tuple[str, ...] = ()
+    save_every: float = 600.0
 
 
-def attach(opts: AttachOptions, on_update: Update) -> Run:
-    """Trace datagrams to/from the port range that the filtered senders send."""
+class Intervals:
+    """A long run cut into intervals: every ``every`` seconds the figures gained
+    since the last cut go to ``on_interval`` as a run of their own, so a crash
+    loses at most one interval and the intervals merge back into the whole."""
+
+    def __init__(self, tracer: Tracer, meta: dict[str, Any], every: float, on_interval: Interval):
+        self.tracer, self.meta, self.every, self.on_interval = tracer, meta, every, on_interval
+        self.last = copy_stats(tracer)
+        self.since = time.monotonic()
+        self.started_at = time.time()
+        self.index = 0
+
+    def due(self) -> bool:
+        return time.monotonic() - self.since >= self.every
+
+    def cut(self) -> None:
+        """Hand over the interval that ends now."""
+        now = copy_stats(self.tracer)
+        length = time.monotonic() - self.since
+        meta = {
+            **self.meta,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started_at)),
+            "duration_s": round(length, 3),
+            "interval": self.index,
+        }
+        self.on_interval(interval_run(self.last, now, meta))
+        self.last, self.since, self.started_at = now, time.monotonic(), time.time()
+        self.index += 1
+
+
+def attach(opts: AttachOptions, on_update: Update, on_interval: Interval | None = None) -> Run:
+    """Trace datagrams to/from the port range that the filtered senders send. With
+    duration 0 it runs until stopped, handing each ``save_every`` interval to
+    ``on_interval`` (the last one when stopped)."""
     choice = hooks_or_fail(opts.kinds, opts.skip)
     run = Run(
         meta={
@@ -127,11 +163,21 @@ def attach(opts: AttachOptions, on_update: Update) -> Run:
     config = make_config(
         opts.port_lo, opts.port_hi, netns=opts.netns, tgid=opts.pid, cgroup_id=opts.cgroup_id
     )
-    deadline = time.monotonic() + opts.duration
+    duration = opts.duration or math.inf
+    deadline = time.monotonic() + duration
     with Tracer(config, choice) as tracer:
+        cuts = Intervals(tracer, run.meta, opts.save_every, on_interval) if on_interval else None
+
+        def update(current: Run, status: dict[str, Any]) -> None:
+            on_update(current, status)
+            if cuts and cuts.due():
+                cuts.cut()
+
         with interruptible(run):
-            watch(tracer, run, opts.duration, lambda: time.monotonic() >= deadline, on_update)
+            watch(tracer, run, duration, lambda: time.monotonic() >= deadline, update)
         finish(tracer, run)
+        if cuts:
+            cuts.cut()
     return run
 
 

@@ -4,6 +4,8 @@ no BPF, the figures checked against the runs themselves."""
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -126,3 +128,33 @@ def test_prom_buckets_are_cumulative_and_end_at_the_count(tmp_path: Path) -> Non
             series.setdefault(key, []).append(sample.value)
     for values in series.values():
         assert values == sorted(values) and values[-1] > 0
+
+
+def _stackprof(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "profiler", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_merge_command_saves_a_run_report_reads(tmp_path: Path) -> None:
+    out = tmp_path / "fleet.json"
+    proc = _stackprof("merge", str(JUMBO), str(FRAGMENTED), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert Run.load(out).meta["merged_from"]
+    report = _stackprof("report", str(out))
+    assert report.returncode == 0 and "sock_wait" in report.stdout
+
+
+def test_merge_command_refuses_with_one_line(tmp_path: Path) -> None:
+    other = Run.load(JUMBO)
+    other.meta["buckets"] = {"sub_bits": 5, "max_exp": 36}
+    odd = other.save(tmp_path / "odd.json")
+    for args in (
+        (str(JUMBO), str(odd), "-o", str(tmp_path / "m.json")),
+        (str(JUMBO), "-o", str(tmp_path / "no-such-folder" / "m.json")),
+        (str(tmp_path / "missing.json"), "-o", str(tmp_path / "m.json")),
+    ):
+        proc = _stackprof("merge", *args)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("stackprof: error:")
+    assert not (tmp_path / "m.json").exists()

@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 
 from profiler import abi, session
-from profiler.commands.common import live_view, need_root, save
+from profiler.commands.common import (
+    live_view,
+    need_root,
+    save,
+    save_interval,
+    writable,
+    write_summary,
+)
+from profiler.commands.metrics import endpoint, feeding
 from profiler.errors import SessionError, UsageError
 from profiler.session import AttachOptions, netns_inode
 
@@ -28,6 +36,9 @@ def netns_inodes(names: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     need_root()
+    until_stopped = args.duration == 0
+    writable(args.out, folder=until_stopped)
+    writable(args.json)
     netns = netns_inodes(args.netns) if args.netns else None
     cgroup_id = None
     if args.cgroup:
@@ -43,11 +54,16 @@ def run(args: argparse.Namespace) -> int:
         cgroup_id=cgroup_id,
         kinds=args.hooks,
         skip=args.skip,
+        save_every=args.save_every,
     )
-    with live_view(args.no_live) as view:
-        traced = session.attach(opts, view.update)
+    intervals = (lambda part: save_interval(part, args)) if until_stopped else None
+    with endpoint(args.metrics) as served, live_view(args.no_live) as view:
+        traced = session.attach(opts, feeding(served, view.update), intervals)
         view.update(traced, traced.meta)
-    save(traced, args)
+    if not until_stopped:
+        save(traced, args)
+    elif args.json:  # the intervals are the saved runs
+        write_summary(traced, args.json)
     if traced.meta.get("interrupted"):
         raise KeyboardInterrupt
     return 0

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from profiler import atomic
 from profiler.errors import UsageError
 from profiler.run import Run, default_trace_path
 from profiler.views.console import output_console, plain_console
@@ -31,8 +32,36 @@ def save(run: Run, args: argparse.Namespace, several: bool = False) -> None:
     out = args.out / default.name if several and args.out else args.out
     path = run.save(out or default)
     if args.json and not several:
-        args.json.write_text(json.dumps(run.summary(), indent=1))
+        write_summary(run, args.json)
     print(f"saved {path}", file=sys.stderr)
+
+
+def write_summary(run: Run, path: Path) -> None:
+    """The ``--json`` document, atomically."""
+    atomic.write_text(path, json.dumps(run.summary(), indent=1))
+
+
+def save_interval(run: Run, args: argparse.Namespace) -> None:
+    """One interval of a run that goes on until stopped: its own file, numbered, in
+    --out (a folder) or traces/."""
+    default = default_trace_path(run.meta, args.out or Path("traces"))
+    path = run.save(default.with_name(f"{default.stem}-i{run.meta['interval']:04d}.json"))
+    print(f"saved {path}", file=sys.stderr)
+
+
+def writable(path: Path | None, folder: bool = False) -> None:
+    """Refuse, before any work, an output that could not be written: a file's folder
+    must exist; a folder (made when missing) must sit in a writable one."""
+    if path is None:
+        return
+    where = path if folder or path.is_dir() else path.parent
+    if folder:
+        while not where.exists() and where != where.parent:
+            where = where.parent
+    if not where.is_dir():
+        raise UsageError(f"{path}: folder {where} does not exist")
+    if not os.access(where, os.W_OK):
+        raise UsageError(f"{path}: folder {where} is not writable")
 
 
 def load_run(path: Path) -> Run:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from profiler.commands.common import live_view, need_root, save
+from profiler import atomic
+from profiler.commands.common import live_view, need_root, save, writable
+from profiler.commands.metrics import endpoint, feeding
 from profiler.errors import UsageError
 from profiler.transports import TRANSPORTS, rds_missing
 from profiler.views.console import output_console
@@ -53,11 +55,16 @@ def trace_options(args: argparse.Namespace, transport: str) -> lab.TraceOptions:
 def run(args: argparse.Namespace) -> int:
     """One traced run per transport asked for; several are compared side by side."""
     transports, skipped = runnable_transports(args.transport)
+    if args.duration == 0:
+        raise UsageError("trace's load is bounded in time: --duration must be over 0")
     need_root()
+    writable(args.out, folder=len(args.transport) > 1)
+    writable(args.json)
     runs = []
     for transport in transports:
-        with live_view(args.no_live) as view:
-            traced = lab.trace(trace_options(args, transport), view.update)
+        labels = {"transport": transport}
+        with endpoint(args.metrics, labels) as served, live_view(args.no_live) as view:
+            traced = lab.trace(trace_options(args, transport), feeding(served, view.update))
             view.update(traced, traced.meta)
         save(traced, args, several=len(args.transport) > 1)
         if traced.meta.get("interrupted"):
@@ -70,5 +77,5 @@ def run(args: argparse.Namespace) -> int:
                 "comparison": comparison_rows(runs, skipped),
                 "runs": [r.summary() for r in runs],
             }
-            args.json.write_text(json.dumps(doc, indent=1))
+            atomic.write_text(args.json, json.dumps(doc, indent=1))
     return 0

@@ -1,0 +1,44 @@
+"""The ``--metrics`` endpoint of ``trace`` and ``attach``: started before any work (a
+port that cannot be had is bad input), fed each refreshed run, closed at the end."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from profiler.errors import UsageError
+from profiler.metrics import Endpoint
+from profiler.run import Run
+from profiler.session import Update
+
+
+@contextlib.contextmanager
+def endpoint(
+    listen: tuple[str, int] | None, labels: Mapping[str, str] = {}
+) -> Iterator[Endpoint | None]:
+    """An Endpoint on [ADDR:]PORT, or None without --metrics."""
+    if listen is None:
+        yield None
+        return
+    host, port = listen
+    try:
+        served = Endpoint(host, port, labels)
+    except OSError as exc:
+        raise UsageError(f"--metrics {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        yield served
+    finally:
+        served.close()
+
+
+def feeding(served: Endpoint | None, update: Update) -> Update:
+    """The live view's update, also handing each refreshed run to the endpoint."""
+    if served is None:
+        return update
+
+    def both(run: Run, status: dict[str, Any]) -> None:
+        update(run, status)
+        served.update(run)
+
+    return both
