@@ -150,3 +150,25 @@ def test_until_stopped_saves_each_interval_and_the_last_on_sigterm(
     assert whole.stage("response", "total").get_total_count() == responses["traced"]
     assert sum(p.datagrams["response"]["kernel_sent"] for p in parts) == responses["kernel_sent"]
     assert json.loads(json.dumps(whole.summary()))["meta"]["merged_from"]
+
+
+def test_trace_serves_its_transport_as_a_label(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "profiler", "trace", "--transport", "udp", "--mtu", "1500"]
+        + ["--duration", "4", "--clients", "2", "--no-live", "--out", str(tmp_path / "t.json")]
+        + ["--metrics", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_serving(port)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        finished(proc, 90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert 'transport="udp"' in text and 'stage="total"' in text
