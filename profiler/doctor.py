@@ -142,7 +142,7 @@ def _unproved(why: str) -> tuple[list[KindResult], loader.HookChoice]:
 def _prove_all(probe_object: Path, object_path: Path) -> tuple[list[KindResult], loader.HookChoice]:
     loader.ensure_tracefs()
     attach = [prove(p, probe_object) for p in PROBES]
-    return attach, loader.choose_hooks(path=object_path)
+    return attach, loader.choose_hooks(path=object_path, cache=False)
 
 
 def diagnose(probe_object: Path = PROBE_OBJECT, object_path: Path = loader.OBJECT) -> Diagnosis:

@@ -2,7 +2,8 @@
 
 Which hooks work is proved, not guessed: each candidate is loaded and
 attached on its own (in a throw-away copy of the object) before the real
-load keeps the winners.
+load keeps the winners. The proof is remembered per kernel and object
+(profiler.hookcache); a remembered choice that no longer loads is re-proved.
 """
 
 from __future__ import annotations
@@ -13,8 +14,16 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from profiler import abi, kallsyms, resources
-from profiler.hooks import BOUNDARIES, KINDS, STAGE_SPANS, Boundary, Candidate, unobserved_stages
+from profiler import abi, hookcache, kallsyms, resources
+from profiler.hooks import (
+    BOUNDARIES,
+    BY_NAME,
+    KINDS,
+    STAGE_SPANS,
+    Boundary,
+    Candidate,
+    unobserved_stages,
+)
 from profiler.libbpf import BPFError, BPFObject
 
 OBJECT = resources.locate("stackprof.bpf.o")
@@ -70,12 +79,33 @@ def try_candidate(candidate: Candidate, path: Path = OBJECT) -> str | None:
     return None
 
 
+def try_together(choice: HookChoice, path: Path = OBJECT) -> str | None:
+    """None if every chosen candidate loads in one object and its kprobe symbols are
+    in this kernel, else why not. Not attached: detaching tracing links costs most of
+    a second, and on the same kernel an attach that worked once works again (the
+    Tracer re-proves a choice that does not)."""
+    chosen = [c for c in choice.chosen.values() if c]
+    try:
+        for candidate in chosen:
+            kprobe_targets(candidate)
+        with BPFObject(path) as obj:
+            obj.autoload_only({p for c in chosen for p in c.programs})
+            obj.load()
+    except BPFError as exc:
+        return f"{exc.strerror}"
+    return None
+
+
 @dataclass
 class HookChoice:
     """Per boundary, the candidate used (or None) and why the others failed."""
 
     chosen: dict[str, Candidate | None] = field(default_factory=dict)
     refused: dict[str, list[str]] = field(default_factory=dict)
+    cached: bool = False  # remembered from an earlier proof, checked by one load
+    kinds: tuple[str, ...] = KINDS
+    skip: tuple[str, ...] = ()
+    reproved: bool = False  # the remembered choice failed to attach and was proved again
 
     def labels(self) -> dict[str, str | None]:
         return {name: c.label if c else None for name, c in self.chosen.items()}
@@ -88,12 +118,52 @@ class HookChoice:
 
 
 def choose_hooks(
-    kinds: tuple[str, ...] = KINDS, path: Path = OBJECT, skip: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = KINDS,
+    path: Path = OBJECT,
+    skip: tuple[str, ...] = (),
+    cache: bool = True,
 ) -> HookChoice:
-    """Try each boundary's candidates of the allowed kinds, in catalogue order;
+    """The remembered choice for this kernel and object, else a proof: each
+    boundary's candidates of the allowed kinds tried in catalogue order;
     boundaries in skip are left unhooked."""
     if "tracepoint" in kinds:
         ensure_tracefs()
+    digest = hookcache.key(path, kinds, skip)
+    remembered = hookcache.load(digest) if cache else None
+    if remembered is not None:
+        choice = _from_cache(remembered)
+        if choice is not None and try_together(choice, path) is None:
+            choice.cached, choice.kinds, choice.skip = True, kinds, skip
+            return choice
+        hookcache.forget(digest)
+    choice = prove_hooks(kinds, path, skip)
+    choice.kinds, choice.skip = kinds, skip
+    hookcache.store(digest, choice.labels(), choice.refused)
+    return choice
+
+
+def _from_cache(doc: dict[str, object]) -> HookChoice | None:
+    """A remembered choice in today's catalogue, or None if the catalogue moved on."""
+    chosen = doc.get("chosen")
+    refused = doc.get("refused")
+    if not isinstance(chosen, dict) or not isinstance(refused, dict):
+        return None
+    choice = HookChoice(refused={str(k): list(v) for k, v in refused.items()})
+    for boundary in BOUNDARIES:
+        if boundary.name not in chosen:
+            return None
+        label = chosen[boundary.name]
+        found = [c for c in BY_NAME[boundary.name].candidates if c.label == label]
+        if label is not None and not found:
+            return None
+        choice.chosen[boundary.name] = found[0] if found else None
+    return choice
+
+
+def prove_hooks(
+    kinds: tuple[str, ...] = KINDS, path: Path = OBJECT, skip: tuple[str, ...] = ()
+) -> HookChoice:
+    """Try each boundary's candidates of the allowed kinds, in catalogue order."""
     choice = HookChoice()
     for boundary in BOUNDARIES:
         if boundary.name in skip:
@@ -129,6 +199,19 @@ class Tracer:
         self.flights: ctypes.Array[ctypes.Structure] | None = None
 
     def __enter__(self) -> Tracer:
+        try:
+            return self._load()
+        except BPFError:
+            if not self.choice.cached:
+                raise
+        # A remembered choice that no longer attaches: prove again, in place.
+        hookcache.forget(hookcache.key(self.path, self.choice.kinds, self.choice.skip))
+        fresh = choose_hooks(self.choice.kinds, self.path, self.choice.skip, cache=False)
+        self.choice.chosen, self.choice.refused = fresh.chosen, fresh.refused
+        self.choice.cached, self.choice.reproved = False, True
+        return self._load()
+
+    def _load(self) -> Tracer:
         chosen = [c for c in self.choice.chosen.values() if c]
         # The send is split only where a fine transmit hook runs (saves two lookups).
         self.config.fine_tx = int(any(self.choice.chosen.get(b) for b in FINE_TX))
