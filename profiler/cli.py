@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from profiler import cli_lab
 from profiler.errors import SessionError, UsageError
 from profiler.hooks import BY_NAME, KINDS
 from profiler.transports import TRANSPORTS
@@ -24,6 +25,8 @@ COMMANDS = {
     "export": "profiler.commands.export",
     "doctor": "profiler.commands.doctor",
     "merge": "profiler.commands.merge",
+    "lms": "profiler.commands.lms",
+    "sweep": "profiler.commands.sweep",
 }
 
 
@@ -164,7 +167,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _transport_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("transport options")
     g.add_argument(
-        "--batch", type=_int_range(1, 1024, "batch"), default=64, help="udp-mmsg: recvmmsg vlen"
+        "--batch",
+        type=cli_lab.int_or_auto(1, 1024, "batch"),
+        default=64,
+        help="udp-mmsg: recvmmsg vlen, or auto (adapts to the input)",
     )
     g.add_argument(
         "--batch-timeout-ms", type=_positive_ms, default=10.0, help="udp-mmsg: recvmmsg timeout"
@@ -172,9 +178,9 @@ def _transport_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--send-batch", action="store_true", help="udp-mmsg: responses by sendmmsg")
     g.add_argument(
         "--frames-per-block",
-        type=_int_range(1, 4096, "frames per block"),
+        type=cli_lab.int_or_auto(1, 4096, "frames per block"),
         default=32,
-        help="packet-v3: frames per ring block",
+        help="packet-v3: requests per ring block, or auto (adapts to the input)",
     )
     g.add_argument(
         "--block-timeout-ms", type=_positive_ms, default=10.0, help="packet-v3: block retire"
@@ -200,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--client-cpu", type=_int_range(0, 4095, "CPU"))
     t.add_argument("--port", type=_int_range(1, 65535, "port"), default=7000)
     _transport_options(t)
+    cli_lab.workload_options(t)
     _common(t)
 
     a = sub.add_parser("attach", help="trace existing traffic to/from a port range")
@@ -213,17 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--save-every",
         type=_interval,
-        default=600.0,
         metavar="INTERVAL",
         help="with --duration 0: save each interval as a run of its own (default 10m)",
     )
     _common(a)
 
-    r = sub.add_parser("report", help="show a saved run")
+    r = sub.add_parser("report", help="show a saved run, or a sweep's folder")
     r.add_argument("file", type=Path)
+    r.add_argument("--json", type=Path, help="a sweep's folder: also write its rows here")
     c = sub.add_parser("compare", help="stage-by-stage deltas of two saved runs")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
+    c.add_argument("--json", type=Path, help="also write the diagnosis here as JSON")
     e = sub.add_parser(
         "export", help="write a saved run as .csv, .parquet, .hlog (HDR log), .json or .prom"
     )
@@ -234,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-o", "--out", type=Path, required=True, help="the merged run's file")
     d = sub.add_parser("doctor", help="what this kernel can hook, proved by loading probes")
     d.add_argument("--json", action="store_true", help="print a JSON document instead")
+    cli_lab.lms_parser(sub)
+    cli_lab.sweep_parser(sub)
     return parser
 
 
@@ -250,19 +260,29 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 done, 1 the session cannot run here, 2 bad input, 130 interrupted."""
+def _line(exc: BaseException) -> str:
+    """An error as the one line promised (a file name may hold a line break)."""
+    return str(exc).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def main(argv: list[str] | None = None, check_only: bool = False) -> int:
+    """Exit status: 0 done, 1 the session cannot run here, 2 bad input, 130 interrupted.
+
+    Every argument is checked (the command's ``check(args)``) before any work starts;
+    ``check_only`` stops there (the property test of the command line)."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _on_sigterm)
     try:
         args = build_parser().parse_args(argv)
         command = importlib.import_module(COMMANDS[args.command])
-        return int(command.run(args))
+        if hasattr(command, "check"):
+            command.check(args)
+        return 0 if check_only else int(command.run(args))
     except UsageError as exc:
-        print(f"stackprof: error: {exc}", file=sys.stderr)
+        print(f"stackprof: error: {_line(exc)}", file=sys.stderr)
         return 2
     except SessionError as exc:
-        print(f"stackprof: {exc}", file=sys.stderr)
+        print(f"stackprof: {_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("stackprof: interrupted", file=sys.stderr)

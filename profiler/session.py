@@ -10,14 +10,15 @@ itself never imports the servers.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
-import os
 import platform
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from profiler import phases
 from profiler.collector import collect, copy_stats, interval_run
 from profiler.errors import SessionError
 from profiler.hooks import KINDS, STAGE_HELP, UNTRACED, stages_for, unused_boundaries
@@ -72,12 +73,19 @@ def _status(run: Run, started: float, duration: float) -> dict[str, Any]:
 def watch(
     tracer: Tracer, run: Run, duration: float, done: Callable[[], bool], on_update: Update
 ) -> None:
-    """Refresh run from the kernel about once a second until done() or duration."""
+    """Refresh run from the kernel about once a second until done() or duration.
+
+    Each refresh replaces the run's histograms, and an hdrh histogram is a reference
+    cycle (it and its encoder hold each other, 256 KiB of counts each) that only the
+    cycle collector frees, rarely: without a collection each refresh, a trace's memory
+    climbed ~20 MiB a minute for minutes (benchmarks/soak.py). A collection costs a
+    few ms a second, in user space only."""
     started = time.monotonic()
     while not done() and time.monotonic() - started < duration + 5:
         time.sleep(min(1.0, max(0.05, duration + 5 - (time.monotonic() - started))))
         collect(tracer, run)
         on_update(run, _status(run, started, duration))
+        gc.collect()
 
 
 @contextlib.contextmanager
@@ -96,6 +104,9 @@ def finish(tracer: Tracer, run: Run) -> Run:
     datagrams that never completed."""
     assert tracer.obj is not None
     tracer.obj.detach()
+    if tracer.choice.reproved:  # the remembered hooks failed: say which ones ran
+        fresh = base_meta(tracer.choice, run.meta["transport"])
+        run.meta.update({k: fresh[k] for k in ("hooks", "unobserved", "hooks_refused")})
     return collect(tracer, run, older_than_ns=0)
 
 
@@ -112,6 +123,7 @@ class AttachOptions:
     kinds: tuple[str, ...] = KINDS
     skip: tuple[str, ...] = ()
     save_every: float = 600.0
+    gone: Callable[[], str | None] | None = None  # why a filtered target went away
 
 
 class Intervals:
@@ -164,8 +176,18 @@ def attach(opts: AttachOptions, on_update: Update, on_interval: Interval | None 
         opts.port_lo, opts.port_hi, netns=opts.netns, tgid=opts.pid, cgroup_id=opts.cgroup_id
     )
     duration = opts.duration or math.inf
-    deadline = time.monotonic() + duration
+    started = time.monotonic()
+    ended: list[str] = []
+
+    def done() -> bool:
+        """The duration is over, or a target went away (the run ends with what it has)."""
+        why = opts.gone() if opts.gone else None
+        if why:
+            ended.append(f"{why} after {time.monotonic() - started:.1f} s")
+        return bool(why) or time.monotonic() - started >= duration
+
     with Tracer(config, choice) as tracer:
+        phases.reached("attach")
         cuts = Intervals(tracer, run.meta, opts.save_every, on_interval) if on_interval else None
 
         def update(current: Run, status: dict[str, Any]) -> None:
@@ -174,17 +196,11 @@ def attach(opts: AttachOptions, on_update: Update, on_interval: Interval | None 
                 cuts.cut()
 
         with interruptible(run):
-            watch(tracer, run, duration, lambda: time.monotonic() >= deadline, update)
+            phases.reached("load")
+            watch(tracer, run, duration, done, update)
         finish(tracer, run)
+        if ended:
+            run.meta["ended"] = ended[0]
         if cuts:
             cuts.cut()
     return run
-
-
-def netns_inode(name_or_path: str) -> int:
-    """Inode of a named namespace (/run/netns/NAME) or of a path like /proc/PID/ns/net."""
-    path = name_or_path if "/" in name_or_path else f"/run/netns/{name_or_path}"
-    try:
-        return os.stat(path).st_ino
-    except OSError as exc:
-        raise SessionError(f"network namespace {name_or_path!r} not found") from exc

@@ -13,13 +13,14 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
+from profiler import phases
 from profiler.errors import SessionError
 from profiler.hooks import KINDS, RING_TRANSPORTS
 from profiler.loader import HookChoice, Tracer, make_config
 from profiler.run import Run
 from profiler.session import Update, base_meta, finish, hooks_or_fail, interruptible, watch
 from servers.topology import Topology
-from servers.workload import TransportOptions, Workload, WorkloadResult
+from servers.workload import ServiceOptions, TransportOptions, Workload, WorkloadResult
 
 
 @dataclass
@@ -38,6 +39,7 @@ class TraceOptions:
     kinds: tuple[str, ...] = KINDS
     skip: tuple[str, ...] = ()
     options: TransportOptions = field(default_factory=TransportOptions)
+    service: ServiceOptions = field(default_factory=ServiceOptions)
 
 
 def trace(opts: TraceOptions, on_update: Update) -> Run:
@@ -55,6 +57,8 @@ def trace(opts: TraceOptions, on_update: Update) -> Run:
             "client_cpu": opts.client_cpu,
             "port": opts.port,
             "transport_options": asdict(opts.options),
+            "workload": opts.service.name,
+            **({"lms": asdict(opts.service)} if opts.service.name == "lms" else {}),
         }
     )
     try:
@@ -63,18 +67,27 @@ def trace(opts: TraceOptions, on_update: Update) -> Run:
         raise SessionError(f"{opts.transport} run failed: {exc}") from exc
 
 
+class _Topology(Topology):
+    """The lab's topology, with the ``topology`` phase of :mod:`profiler.phases` reached
+    halfway through its set-up: namespaces and veth made, links not yet up."""
+
+    def wait_link_up(self, timeout: float = 2.0) -> None:
+        phases.reached("topology")
+        super().wait_link_up(timeout)
+
+
 def _trace_in_topology(opts: TraceOptions, choice: HookChoice, run: Run, on_update: Update) -> Run:
     """The topology, the tracer and the workload, each torn down whatever happens."""
-    with Topology(opts.mtu) as topo:
+    with _Topology(opts.mtu) as topo:
         config = make_config(
             opts.port,
-            opts.port,
+            opts.port + opts.service.servers - 1,
             netns=list(topo.netns_inodes()),
             ring=RING_TRANSPORTS.get(opts.transport, "none"),
         )
-        with (
-            Tracer(config, choice) as tracer,
-            Workload(
+        with Tracer(config, choice) as tracer:
+            phases.reached("attach")
+            with Workload(
                 topo,
                 transport=opts.transport,
                 clients=opts.clients,
@@ -85,14 +98,16 @@ def _trace_in_topology(opts: TraceOptions, choice: HookChoice, run: Run, on_upda
                 client_cpu=opts.client_cpu,
                 port=opts.port,
                 options=opts.options,
-            ) as workload,
-        ):
-            result = None
-            with interruptible(run):
-                watch(tracer, run, opts.duration, lambda: not workload.loadgen.running(), on_update)
-                result = workload.wait()
-                time.sleep(0.2)
-            finish(tracer, run)
+                service=opts.service,
+            ) as workload:
+                result = None
+                with interruptible(run):
+                    phases.reached("load")
+                    running = workload.loadgen.running
+                    watch(tracer, run, opts.duration, lambda: not running(), on_update)
+                    result = workload.wait()
+                    time.sleep(0.2)
+                finish(tracer, run)
     if result is not None:
         record_workload(run, result)
     return run

@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -58,6 +59,7 @@ class ClientResult:
     errors: int = 0
     connect_retries: int = 0  # refused or timed-out TCP connects retried (not errors)
     rtt_hdr: str = ""
+    per_server: list[int] = field(default_factory=list)  # requests sent to each (lms_load)
 
 
 @dataclass
@@ -171,12 +173,15 @@ def run_client(cid: int, cfg: Config) -> ClientResult:
     return result
 
 
-def _child(cid: int, cfg: Config, parent: int, write_fd: int) -> None:
+Runner = Callable[[int, Any], ClientResult]
+
+
+def _child(cid: int, cfg: Any, parent: int, write_fd: int, runner: Runner) -> None:
     """Never returns: runs the client, writes its JSON to the pipe, exits."""
     code = 1
     try:
         die_with_parent(parent)
-        data = json.dumps(asdict(run_client(cid, cfg))).encode()
+        data = json.dumps(asdict(runner(cid, cfg))).encode()
         with os.fdopen(write_fd, "wb") as pipe:
             pipe.write(data)
         code = 0
@@ -184,15 +189,16 @@ def _child(cid: int, cfg: Config, parent: int, write_fd: int) -> None:
         os._exit(code)
 
 
-def spawn(cid: int, cfg: Config) -> tuple[int, int]:
-    """Fork client cid; return (pid, read end of its report pipe)."""
+def spawn(cid: int, cfg: Any, runner: Runner = run_client) -> tuple[int, int]:
+    """Fork client cid (runner(cid, cfg) in the child: run_client, or another load
+    generator's); return (pid, read end of its report pipe)."""
     read_fd, write_fd = os.pipe()
     parent = os.getpid()
     sys.stdout.flush()
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
-        _child(cid, cfg, parent, write_fd)
+        _child(cid, cfg, parent, write_fd, runner)
     os.close(write_fd)
     return pid, read_fd
 
@@ -216,6 +222,8 @@ def merge(results: list[ClientResult | None], duration_s: float) -> dict[str, An
             setattr(total, name, getattr(total, name) + getattr(result, name))
         hist.add(HdrHistogram.decode(result.rtt_hdr.encode("ascii")))
     report = asdict(total)
+    spread = [r.per_server for r in results if r and r.per_server]
+    report["per_server"] = [sum(column) for column in zip(*spread, strict=True)] if spread else []
     report.update(
         duration_s=round(duration_s, 6),
         clients=len(results),

@@ -22,38 +22,46 @@ import argparse
 import select
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from servers import mmsg, service
-from servers.payload import HEADER_SIZE, MAX_DATAGRAM, body, parse_header
-from servers.service import Stop, wakeup_fd
+from servers import adaptive, mmsg, service
+from servers.payload import MAX_DATAGRAM
+from servers.service import EchoHandler, Handler, Stop, wakeup_fd
 from servers.udp_server import open_socket
 
 DEFAULT_BATCH = 64
 DEFAULT_BATCH_TIMEOUT_MS = 10.0
 MAX_BATCH = 1024  # the kernel's UIO_MAXIOV caps vlen
+POLL_TIMEOUT_MS = 100  # with --batch auto: the tuner's windows end even when quiet
 
 
 @dataclass
 class Counters(service.Counters):
     """udp_server's counters, plus the batching asked for and achieved."""
 
-    batch: int
+    batch: int | str
     batch_timeout_ms: float
     send_batch: bool
     send_calls: int = 0
     batches: int = 0
     batch_sizes: dict[str, int] = field(default_factory=dict)
     batch_mean: float = 0.0
+    adapt: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class Config:
-    response_size: int
-    batch: int
+    handler: Handler
+    batch: int | str  # or "auto": the vector length follows the input (servers.adaptive)
     batch_timeout_ms: float
     send_batch: bool
     sink: bool
+
+    @property
+    def response_size(self) -> int:
+        return self.handler.response_size
 
 
 def write_response(request: memoryview, out: memoryview, size: int) -> bool:
@@ -61,12 +69,7 @@ def write_response(request: memoryview, out: memoryview, size: int) -> bool:
 
     Same bytes as :func:`servers.payload.build_response`.
     """
-    parsed = parse_header(request)
-    if parsed is None:
-        return False
-    out[:HEADER_SIZE] = request[:HEADER_SIZE]
-    out[HEADER_SIZE:size] = body(parsed[1], size - HEADER_SIZE)
-    return True
+    return EchoHandler(size).write(request, out)
 
 
 class BatchServer:
@@ -77,9 +80,12 @@ class BatchServer:
         self.fd = sock.fileno()
         self.cfg = cfg
         self.timeout_s = cfg.batch_timeout_ms / 1000
-        self.received = mmsg.MessageVector(cfg.batch, MAX_DATAGRAM + 1)
-        self.replies = mmsg.MessageVector(1 if cfg.sink else cfg.batch, cfg.response_size)
-        self.sizes = [0] * (cfg.batch + 1)
+        self.tuner = adaptive.BatchTuner() if cfg.batch == "auto" else None
+        capacity = adaptive.MAX_AUTO_BATCH if isinstance(cfg.batch, str) else cfg.batch
+        self.vlen = self.tuner.vlen if self.tuner else capacity
+        self.received = mmsg.MessageVector(capacity, MAX_DATAGRAM + 1)
+        self.replies = mmsg.MessageVector(1 if cfg.sink else capacity, cfg.response_size)
+        self.sizes = [0] * (capacity + 1)
         self.counters = Counters(
             mode="sink" if cfg.sink else "echo",
             batch=cfg.batch,
@@ -93,11 +99,15 @@ class BatchServer:
         poller.register(self.fd, select.POLLIN)
         poller.register(wakeup_fd(), select.POLLIN)
         started = service.ready()
+        window = started.wall
         while not Stop.requested:
-            for fd, _ in poller.poll():
+            for fd, _ in poller.poll(POLL_TIMEOUT_MS if self.tuner else None):
                 if fd == self.fd:
                     self.counters.wakeups += 1
                     self.drain()
+            if self.tuner and (now := time.monotonic()) - window >= adaptive.WINDOW_S:
+                self.vlen = self.tuner.propose(now - started.wall) or self.vlen
+                window = now
         self.counters.stop_clocks(started)
         return self.finish()
 
@@ -105,18 +115,20 @@ class BatchServer:
         """recvmmsg batches until one comes back short (the queue was empty) or a stop."""
         while not Stop.requested:
             got = mmsg.recvmmsg(
-                self.fd, self.received, self.cfg.batch, mmsg.MSG_DONTWAIT, self.timeout_s
+                self.fd, self.received, self.vlen, mmsg.MSG_DONTWAIT, self.timeout_s
             )
             if got:
                 self.sizes[got] += 1
                 self.answer(got)
-            if got < self.cfg.batch:
+                if self.tuner:
+                    self.tuner.observe(got)
+            if got < self.vlen:
                 return
 
     def answer(self, got: int) -> None:
         """Count the batch's datagrams and send their responses (one by one or in one call)."""
         counters, received, replies = self.counters, self.received, self.replies
-        size = self.cfg.response_size
+        size, write = self.cfg.response_size, self.cfg.handler.write
         ready = 0
         for i in range(got):
             length = received.length(i)
@@ -125,7 +137,7 @@ class BatchServer:
             if self.cfg.sink:
                 continue
             request = received.slots[i][:length]
-            if received.truncated(i) or not write_response(request, replies.slots[ready], size):
+            if received.truncated(i) or not write(request, replies.slots[ready]):
                 counters.bad_requests += 1
                 continue
             counters.requests += 1
@@ -157,6 +169,8 @@ class BatchServer:
         counters = self.counters
         counters.batch_sizes = {str(n): c for n, c in enumerate(self.sizes) if c}
         counters.batches = sum(self.sizes)
+        if self.tuner:
+            counters.adapt = {"changes": self.tuner.history, "last_batch": self.vlen}
         if counters.batches:
             counters.batch_mean = round(counters.datagrams / counters.batches, 3)
         return counters
@@ -164,13 +178,18 @@ class BatchServer:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = service.option_parser(__doc__, "address to bind (the server's)", sink=True)
-    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="recvmmsg vlen")
+    parser.add_argument(
+        "--batch",
+        type=lambda text: text if text == "auto" else int(text),
+        default=DEFAULT_BATCH,
+        help="recvmmsg vlen, or auto (follows the input: servers.adaptive)",
+    )
     parser.add_argument(
         "--batch-timeout-ms", type=float, default=DEFAULT_BATCH_TIMEOUT_MS, help="recvmmsg timeout"
     )
     parser.add_argument("--send-batch", action="store_true", help="answer with one sendmmsg")
     args = service.parse_args(parser, argv)
-    if not 1 <= args.batch <= MAX_BATCH:
+    if args.batch != "auto" and not 1 <= args.batch <= MAX_BATCH:
         parser.error(f"--batch must be 1..{MAX_BATCH}, got {args.batch}")
     if not args.batch_timeout_ms > 0:
         parser.error(f"--batch-timeout-ms must be > 0, got {args.batch_timeout_ms}")
@@ -180,10 +199,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     service.start(args.cpu)
-    cfg = Config(args.response_size, args.batch, args.batch_timeout_ms, args.send_batch, args.sink)
+    handler = service.make_handler(args)
+    cfg = Config(handler, args.batch, args.batch_timeout_ms, args.send_batch, args.sink)
     with open_socket(args.bind, args.port) as sock:
         counters = BatchServer(sock, cfg).serve()
-    return service.report(counters)
+    return service.report(counters, handler)
 
 
 if __name__ == "__main__":

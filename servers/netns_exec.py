@@ -46,18 +46,20 @@ def child_setup(cpu: int | None) -> None:
 
 
 class NetnsProcess:
-    """One workload process in a namespace; a context manager that always kills it.
+    """One workload process in a namespace (None: the caller's); a context manager that
+    always kills it.
 
     Its parent-death signal fires when the *thread* that started it exits:
     start it from a thread that outlives it (the main thread, normally).
     """
 
     def __init__(
-        self, ns: str, module: str, args: Sequence[str] = (), cpu: int | None = None
+        self, ns: str | None, module: str, args: Sequence[str] = (), cpu: int | None = None
     ) -> None:
         self.ns = ns
         self.module = module
-        self.argv = ["ip", "netns", "exec", ns, sys.executable, "-m", f"servers.{module}"]
+        self.argv = ["ip", "netns", "exec", ns] if ns else []  # None: this namespace
+        self.argv += [sys.executable, "-m", f"servers.{module}"]
         self.argv += list(args) + ([] if cpu is None else ["--cpu", str(cpu)])
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - read after the child died

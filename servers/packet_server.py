@@ -5,8 +5,8 @@ woken per frame; TPACKET_V3: blocks retired when full or after the block
 timeout), are reassembled in user space if fragmented, and are answered with
 frames built here (UDP checksum, fragmentation at the interface MTU, Ethernet
 header to the next hop's MAC from :mod:`servers.neighbours`) and sent on the
-packet socket. Same payloads (:mod:`servers.payload`), same ``ready`` line and
-same JSON counters at SIGTERM/SIGINT as :mod:`servers.udp_server`, plus the
+packet socket. Same service (echo or lms: :func:`servers.service.make_handler`), same
+``ready`` line and same JSON counters at SIGTERM/SIGINT as :mod:`servers.udp_server`, plus the
 ring's own counters (V3 blocks, frames per block achieved, reassembly).
 
 The kernel's IP stack sees every request frame as well. With no socket on the
@@ -32,13 +32,13 @@ import struct
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from servers import frames, service, socket_filter, tpacket
+from servers import adaptive, frames, service, socket_filter, tpacket, v3_blocks
 from servers.frames import FrameError
 from servers.neighbours import NeighbourCache, ResolutionError
-from servers.payload import build_response
 from servers.reassembly import Reassembler
-from servers.service import Stop, wakeup_fd
+from servers.service import Handler, Stop, wakeup_fd
 
 SIOCGIFMTU = 0x8921
 REASSEMBLY_TIMEOUT_S = 30.0
@@ -62,12 +62,13 @@ class Counters(service.Counters):
     no_neighbour: int = 0
     reassembly: dict[str, int] = field(default_factory=dict)
     ring: dict[str, int] = field(default_factory=dict)
-    ring_config: dict[str, int] = field(default_factory=dict)
+    ring_config: dict[str, int | str] = field(default_factory=dict)
     block_fill: dict[str, int] = field(default_factory=dict)
     frames_per_block: float = 0.0
     kernel_packets: int = 0
     kernel_drops: int = 0
     neighbours: dict[str, int] = field(default_factory=dict)
+    adapt: dict[str, Any] = field(default_factory=dict)
 
 
 def interface_mtu(ifname: str) -> int:
@@ -87,15 +88,41 @@ def open_guard_socket(ip: str, port: int) -> socket.socket:
     return sock
 
 
-def ring_geometry(cfg: tpacket.RingConfig) -> dict[str, int]:
-    """The ring as configured, for the report (the options asked for, after page rounding)."""
+def ring_geometry(cfg: tpacket.RingConfig) -> dict[str, int | str]:
+    """The ring as configured, for the report (the options asked for, after page rounding);
+    ``sized_for``: a V3 block holds exactly frames_per_block requests, or MTU slots."""
     return {
         "frame_size": cfg.frame_size,
         "block_size": cfg.block_size,
         "block_nr": cfg.block_nr,
         "frames_per_block": cfg.frames_per_block,
         "block_timeout_ms": cfg.block_timeout_ms,
+        "reserve": cfg.reserve,
+        "sized_for": "requests" if cfg.requests_per_block else "mtu",
     }
+
+
+def make_ring_config(
+    args: argparse.Namespace, mtu: int, fpb: int | None = None
+) -> tpacket.RingConfig:
+    """TPACKET_V3 blocks hold exactly --frames-per-block requests of --request-size (the
+    paper's frames per block; fpb: auto's current choice), unless --frame-size asks for
+    fixed slots; V2 has MTU slots."""
+    version = tpacket.VERSIONS[args.version]
+    fpb = fpb or (adaptive.FIRST_FPB if args.frames_per_block == "auto" else args.frames_per_block)
+    if version == tpacket.TPACKET_V3 and args.frame_size is None:
+        frame_len = v3_blocks.ETH_HLEN + min(28 + args.request_size, mtu)
+        return v3_blocks.ring_config_for_requests(
+            fpb, frame_len, args.block_timeout_ms, args.ring_mib << 20
+        )
+    return tpacket.ring_config(
+        version,
+        mtu,
+        frames_per_block=fpb,
+        block_timeout_ms=args.block_timeout_ms,
+        ring_bytes=args.ring_mib << 20,
+        frame_size=args.frame_size,
+    )
 
 
 @dataclass
@@ -105,7 +132,7 @@ class ServerConfig:
     ifname: str
     ip: str
     port: int
-    response_size: int
+    handler: Handler
     sink: bool
     mtu: int
 
@@ -125,6 +152,7 @@ class PacketServer:
             mtu=cfg.mtu,
         )
         self._ident = random.randrange(1 << 16)
+        self.retuner: adaptive.RingRetuner | None = None  # --frames-per-block auto
 
     def handle(self, frame: tpacket.RxFrame, now: float) -> None:
         """One ring frame: parse, reassemble, answer a complete request."""
@@ -150,6 +178,8 @@ class PacketServer:
         if udp.dport != self.cfg.port:
             counters.not_for_us += 1
             return
+        if self.retuner and not self.retuner.note((udp.src, udp.sport), udp.payload, now):
+            return  # answered from the ring this one replaced
         self.answer(udp)
 
     def answer(self, udp: frames.UdpDatagram) -> None:
@@ -159,7 +189,7 @@ class PacketServer:
         counters.bytes_received += len(udp.payload)
         if self.cfg.sink:
             return
-        response = build_response(udp.payload, self.cfg.response_size)
+        response = self.cfg.handler.respond(udp.payload)
         if response is None:
             counters.bad_requests += 1
             return
@@ -198,6 +228,10 @@ class PacketServer:
             if any(fd == self.ring.fileno() for fd, _ in events):
                 self.counters.wakeups += 1
             self.drain(now)
+            old = self.ring.fileno()
+            if self.retuner and self.retuner.maybe_retune(self, now):
+                poller.unregister(old)
+                poller.register(self.ring.fileno(), select.POLLIN | select.POLLERR)
             if now - last_expiry >= EXPIRE_EVERY_S:
                 self.reassembler.expire(now)
                 last_expiry = now
@@ -224,6 +258,15 @@ class PacketServer:
             counters.frames_per_block = round(ring.counters.frames / ring.counters.blocks, 3)
         counters.kernel_packets, counters.kernel_drops, _ = ring.statistics()
         counters.neighbours = dict(self.neigh.counters)
+        if self.retuner:
+            extra = self.retuner.report(ring)
+            counters.ring, counters.adapt = extra["ring"], extra["adapt"]
+            counters.kernel_packets += extra["kernel_packets"]
+            counters.kernel_drops += extra["kernel_drops"]
+            if counters.ring.get("blocks"):
+                counters.frames_per_block = round(
+                    counters.ring["frames"] / counters.ring["blocks"], 3
+                )
         return counters
 
 
@@ -232,15 +275,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ifname", required=True, help="interface to bind the ring to")
     parser.add_argument("--ip", required=True, help="the server's address on it")
     parser.add_argument("--version", type=int, choices=(2, 3), default=3, help="TPACKET_V2/V3")
-    parser.add_argument("--frames-per-block", type=int, default=DEFAULT_FRAMES_PER_BLOCK)
+    parser.add_argument(
+        "--frames-per-block",
+        type=lambda text: text if text == "auto" else int(text),
+        default=DEFAULT_FRAMES_PER_BLOCK,
+        help="requests per V3 block, or auto (adapts to the input: servers.adaptive)",
+    )
     parser.add_argument(
         "--block-timeout-ms", type=int, default=DEFAULT_BLOCK_TIMEOUT_MS, help="V3 block retire"
     )
-    parser.add_argument("--frame-size", type=int, default=None, help="slot size (default: MTU)")
+    parser.add_argument(
+        "--frame-size", type=int, default=None, help="fixed slots (V3 default: sized for requests)"
+    )
+    parser.add_argument(
+        "--request-size", type=int, default=512, help="V3: the requests a block is sized for"
+    )
     parser.add_argument("--ring-mib", type=int, default=4, help="RX ring size")
     args = service.parse_args(parser, argv)
-    if args.frames_per_block < 1 or args.block_timeout_ms < 1 or args.ring_mib < 1:
+    if args.frames_per_block == "auto" and (args.version != 3 or args.frame_size):
+        parser.error("--frames-per-block auto is for --version 3 blocks sized for requests")
+    fpb = adaptive.FIRST_FPB if args.frames_per_block == "auto" else args.frames_per_block
+    if fpb < 1 or args.block_timeout_ms < 1 or args.ring_mib < 1:
         parser.error("--frames-per-block, --block-timeout-ms and --ring-mib must be >= 1")
+    if not 16 <= args.request_size <= 65507:
+        parser.error(f"--request-size must be 16..65507, got {args.request_size}")
     return args
 
 
@@ -248,23 +306,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     service.start(args.cpu)
     mtu = interface_mtu(args.ifname)
-    ring_cfg = tpacket.ring_config(
-        tpacket.VERSIONS[args.version],
-        mtu,
-        frames_per_block=args.frames_per_block,
-        block_timeout_ms=args.block_timeout_ms,
-        ring_bytes=args.ring_mib << 20,
-        frame_size=args.frame_size,
-    )
+    ring_cfg = make_ring_config(args, mtu)
     program = socket_filter.udp_service_filter(args.ip, args.port)
-    cfg = ServerConfig(args.ifname, args.ip, args.port, args.response_size, args.sink, mtu)
+    handler = service.make_handler(args)
+    cfg = ServerConfig(args.ifname, args.ip, args.port, handler, args.sink, mtu)
     with (
         open_guard_socket(args.ip, args.port),
         NeighbourCache() as neigh,
         tpacket.PacketRing(args.ifname, ring_cfg, program) as ring,
     ):
-        counters = PacketServer(cfg, ring, neigh).serve()
-    return service.report(counters)
+        server = PacketServer(cfg, ring, neigh)
+        if args.frames_per_block == "auto":
+            server.retuner = adaptive.RingRetuner(
+                make_config=lambda fpb: make_ring_config(args, mtu, fpb),
+                open_ring=lambda config: tpacket.PacketRing(args.ifname, config, program),
+                timeout_ms=args.block_timeout_ms,
+            )
+        counters = server.serve()
+    return service.report(counters, handler)
 
 
 if __name__ == "__main__":

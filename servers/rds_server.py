@@ -30,9 +30,10 @@ def open_socket(bind: str, port: int) -> socket.socket:
 def main(argv: list[str] | None = None) -> int:
     args = udp_server.parse_args(argv)
     service.start(args.cpu)
+    handler = service.make_handler(args)
     with open_socket(args.bind, args.port) as sock:
-        counters = udp_server.serve(sock, args.response_size, args.sink)
-    return service.report(counters)
+        counters = udp_server.serve(sock, handler, args.sink)
+    return service.report(counters, handler)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The reference TCP server: the stream stand-in for RDS-TCP.
 
-Same service as :mod:`servers.udp_server` (payloads of :mod:`servers.payload`),
+Same service as :mod:`servers.udp_server` (echo or lms, :func:`servers.service.make_handler`),
 over one TCP connection per client with length-prefixed messages
 (:mod:`servers.stream`). One non-blocking listener and non-blocking
 connections with TCP_NODELAY (a response must not wait for Nagle) in one
@@ -23,8 +23,7 @@ import sys
 from dataclasses import dataclass, field
 
 from servers import service
-from servers.payload import build_response
-from servers.service import Stop, wakeup_fd
+from servers.service import Handler, Stop, wakeup_fd
 from servers.stream import Deframer, FramingError, prefix
 
 READ_CHUNK = 256 << 10
@@ -62,9 +61,9 @@ def open_listener(bind: str, port: int) -> socket.socket:
 class StreamServer:
     """The epoll loop over the listener and every connection."""
 
-    def __init__(self, listener: socket.socket, response_size: int) -> None:
+    def __init__(self, listener: socket.socket, handler: Handler) -> None:
         self.listener = listener
-        self.response_size = response_size
+        self.handler = handler
         self.epoll = select.epoll()
         self.conns: dict[int, Connection] = {}
         self.buf = bytearray(READ_CHUNK)
@@ -139,7 +138,7 @@ class StreamServer:
         counters = self.counters
         while (request := conn.deframer.next()) is not None:
             counters.datagrams += 1
-            response = build_response(request, self.response_size)
+            response = self.handler.respond(request)
             if response is None:
                 counters.bad_requests += 1
                 continue
@@ -182,9 +181,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     service.start(args.cpu)
+    handler = service.make_handler(args)
     with open_listener(args.bind, args.port) as listener:
-        counters = StreamServer(listener, args.response_size).serve()
-    return service.report(counters)
+        counters = StreamServer(listener, handler).serve()
+    return service.report(counters, handler)
 
 
 if __name__ == "__main__":

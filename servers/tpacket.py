@@ -30,6 +30,7 @@ SOL_PACKET = 263
 PACKET_RX_RING = 5
 PACKET_STATISTICS = 6
 PACKET_VERSION = 10
+PACKET_RESERVE = 12
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
 ETH_P_IP = 0x0800
@@ -153,16 +154,24 @@ class RingConfig:
     block_size: int
     block_nr: int
     block_timeout_ms: int = 10
+    reserve: int = 0  # PACKET_RESERVE: headroom before each packet (V3 request sizing)
+    requests_per_block: int = 0  # V3 sized for requests: exactly this many fit a block
 
     @property
     def frames_per_block(self) -> int:
-        """Fixed frame slots per block (V3 packs packets tighter than this)."""
+        """Requests per block (V3 sized for requests), else fixed frame slots per block
+        (V3 then packs packets tighter than this)."""
+        return self.requests_per_block or self.block_size // self.frame_size
+
+    @property
+    def slots_per_block(self) -> int:
+        """What the kernel counts: block_size // frame_size (frame_nr must agree)."""
         return self.block_size // self.frame_size
 
     @property
     def frame_nr(self) -> int:
-        """Total frame slots; the kernel insists on block_nr * frames_per_block."""
-        return self.block_nr * self.frames_per_block
+        """Total frame slots; the kernel insists on block_nr * (block_size // frame_size)."""
+        return self.block_nr * self.slots_per_block
 
     @property
     def size(self) -> int:
@@ -271,6 +280,8 @@ class PacketRing:
     def _setup(self, program: list[BpfInsn] | None, qdisc_bypass: bool) -> None:
         """Options that must precede the ring and the bind: version, filter, ring."""
         self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, self.config.version)
+        if self.config.reserve:
+            self.sock.setsockopt(SOL_PACKET, PACKET_RESERVE, self.config.reserve)
         if program is not None:
             attach_filter(self.sock, program)
         with contextlib.suppress(OSError):

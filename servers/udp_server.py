@@ -2,7 +2,8 @@
 
 One non-blocking socket; ``poll()``; when readable, ``recvfrom``/``sendto``
 until EAGAIN, then poll again. Each request gets one response of
-``--response-size`` bytes derived from it (see :mod:`servers.payload`). With
+``--response-size`` bytes derived from it (see :mod:`servers.payload`), or with
+``--workload lms`` the lock manager's consistent-read copy (:mod:`servers.lms`). With
 ``--sink`` it only counts what arrives (for the blast benchmark).
 
 Prints ``ready`` once bound, and one JSON line of counters on SIGTERM/SIGINT
@@ -17,8 +18,8 @@ import socket
 import sys
 
 from servers import service
-from servers.payload import MAX_DATAGRAM, build_response
-from servers.service import Counters, Stop, wakeup_fd
+from servers.payload import MAX_DATAGRAM
+from servers.service import Counters, Handler, Stop, wakeup_fd
 
 SOCKET_BUFFER = 4 << 20
 _SO_SNDBUFFORCE = 32  # not exported by Python's socket module
@@ -42,7 +43,7 @@ def open_socket(bind: str, port: int) -> socket.socket:
     return sock
 
 
-def drain(sock: socket.socket, buf: bytearray, response_size: int, counters: Counters) -> None:
+def drain(sock: socket.socket, buf: bytearray, handler: Handler, counters: Counters) -> None:
     """recvfrom/sendto until the socket is empty (EAGAIN) or a stop is requested."""
     view = memoryview(buf)
     sink = counters.mode == "sink"
@@ -55,7 +56,7 @@ def drain(sock: socket.socket, buf: bytearray, response_size: int, counters: Cou
         counters.bytes_received += size
         if sink:
             continue
-        response = build_response(view[:size], response_size)
+        response = handler.respond(view[:size])
         if response is None:
             counters.bad_requests += 1
             continue
@@ -67,7 +68,7 @@ def drain(sock: socket.socket, buf: bytearray, response_size: int, counters: Cou
             counters.send_errors += 1
 
 
-def serve(sock: socket.socket, response_size: int, sink: bool) -> Counters:
+def serve(sock: socket.socket, handler: Handler, sink: bool) -> Counters:
     """The LMS loop, until SIGTERM/SIGINT (which also wake poll via the wakeup fd)."""
     counters = Counters(mode="sink" if sink else "echo")
     poller = select.poll()
@@ -79,7 +80,7 @@ def serve(sock: socket.socket, response_size: int, sink: bool) -> Counters:
         for fd, _ in poller.poll():
             if fd == sock.fileno():
                 counters.wakeups += 1
-                drain(sock, buf, response_size, counters)
+                drain(sock, buf, handler, counters)
     counters.stop_clocks(started)
     return counters
 
@@ -92,9 +93,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     service.start(args.cpu)
+    handler = service.make_handler(args)
     with open_socket(args.bind, args.port) as sock:
-        counters = serve(sock, args.response_size, args.sink)
-    return service.report(counters)
+        counters = serve(sock, handler, args.sink)
+    return service.report(counters, handler)
 
 
 if __name__ == "__main__":

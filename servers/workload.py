@@ -16,6 +16,14 @@ from a TPACKET ring on the server's veth, responses sent as frames built in user
 space), all with UDP clients; ``tcp`` (:mod:`servers.tcp_server`) with TCP clients;
 ``rds`` (:mod:`servers.rds_server`, where the kernel has RDS-TCP) with RDS clients.
 ``TransportOptions`` tunes them.
+
+Services (``ServiceOptions``): ``echo``, one server answering at once, driven by
+:mod:`servers.loadgen`; ``lms``, the seed paper's Lock Management Server
+(:mod:`servers.lms`): ``servers`` server processes of the transport on ports
+``port .. port + servers - 1``, each making consistent-read copies of cached 8 KiB
+blocks, driven by :mod:`servers.lms_load` (``clients`` per server, requests hashed to
+a server, exponential think time). The server counters are summed over the servers
+(:func:`merge_server_reports`; each server's own in ``per_server``).
 """
 
 from __future__ import annotations
@@ -31,8 +39,10 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from profiler.transports import TRANSPORTS
+from servers import lms
 from servers.netns_exec import NetnsProcess
 from servers.payload import check_size
+from servers.service import merge_server_reports
 from servers.topology import Topology
 
 SERVERS = {
@@ -59,42 +69,90 @@ class TransportOptions:
     """The knobs of the transports that have any; each server ignores the others' knobs.
 
     udp-mmsg: recvmmsg vlen (``batch``) and timeout, and whether the batch's
-    responses go out in one sendmmsg. packet-v3: frames per ring block and the
-    block retire timeout (rounded up to whole ms, the kernel's unit);
+    responses go out in one sendmmsg. packet-v3: requests per ring block and the
+    block retire timeout (rounded up to whole ms, the kernel's unit); ``auto`` for
+    either adapts it to the input (:mod:`servers.adaptive`);
     packet-v2 has no blocks to retire, frames_per_block only shapes its ring.
     """
 
-    batch: int = 64
+    batch: int | str = 64  # or "auto" (servers.adaptive)
     batch_timeout_ms: float = 10.0
     send_batch: bool = False
-    frames_per_block: int = 32
+    frames_per_block: int | str = 32  # or "auto" (servers.adaptive)
     block_timeout_ms: float = 10.0
 
     def check(self) -> None:
         """ValueError, naming the field, for values a server would refuse."""
-        if not 1 <= self.batch <= 1024:
-            raise ValueError(f"batch must be 1..1024, got {self.batch}")
+        if self.batch != "auto" and not (isinstance(self.batch, int) and 1 <= self.batch <= 1024):
+            raise ValueError(f"batch must be 1..1024 or auto, got {self.batch}")
         if not self.batch_timeout_ms > 0:
             raise ValueError(f"batch_timeout_ms must be > 0, got {self.batch_timeout_ms}")
-        if self.frames_per_block < 1:
-            raise ValueError(f"frames_per_block must be >= 1, got {self.frames_per_block}")
+        fpb = self.frames_per_block
+        if fpb != "auto" and not (isinstance(fpb, int) and fpb >= 1):
+            raise ValueError(f"frames_per_block must be >= 1 or auto, got {fpb}")
         if not self.block_timeout_ms > 0:
             raise ValueError(f"block_timeout_ms must be > 0, got {self.block_timeout_ms}")
 
 
+SERVICES = ("echo", "lms")
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """What the servers do. ``echo``: one server, an instant answer. ``lms``: ``servers``
+    Lock Management Servers (CR copies costing ``serve_us`` CPU µs each), clients thinking
+    ``think_us`` on average between requests over ``blocks`` blocks (``workers``: client
+    processes, 0 auto)."""
+
+    name: str = "echo"
+    servers: int = 1
+    serve_us: float = lms.DEFAULT_SERVE_US
+    think_us: float = lms.DEFAULT_THINK_US
+    blocks: int = lms.DEFAULT_BLOCKS
+    cache_blocks: int = lms.DEFAULT_CACHE_BLOCKS
+    workers: int = 0
+
+    @classmethod
+    def lms(cls, **kwargs: Any) -> ServiceOptions:
+        return cls(**{"name": "lms", "servers": lms.DEFAULT_SERVERS, **kwargs})
+
+    def check(self) -> None:
+        """ValueError, naming the field, for values the servers or clients would refuse."""
+        if self.name not in SERVICES:
+            raise ValueError(f"service must be one of {SERVICES}, got {self.name!r}")
+        if not 1 <= self.servers <= 64 or (self.name == "echo" and self.servers != 1):
+            raise ValueError(f"servers must be 1..64 (echo: 1), got {self.servers}")
+        if not 0 <= self.serve_us <= 1e6 or self.think_us < 0:
+            raise ValueError("serve_us must be 0..1e6 and think_us >= 0")
+        if self.blocks < 1 or self.cache_blocks < 1 or self.workers < 0:
+            raise ValueError("blocks and cache_blocks must be >= 1, workers >= 0")
+
+    def server_args(self) -> list[str]:
+        if self.name == "echo":
+            return []
+        return ["--workload", "lms", "--serve-us", repr(float(self.serve_us)),
+                "--cache-blocks", str(self.cache_blocks)]  # fmt: skip
+
+
 def server_args(
-    transport: str, topology: Topology, port: int, response_size: int, options: TransportOptions
+    transport: str,
+    ifname: str,
+    ip: str,
+    port: int,
+    response_size: int,
+    options: TransportOptions,
+    request_size: int = 512,
 ) -> list[str]:
-    """The command line of transport's server (without --sink/--cpu)."""
+    """The command line of transport's server on (ifname, ip) (without --sink/--cpu)."""
     common = ["--port", str(port), "--response-size", str(response_size)]
     if transport.startswith("packet-"):
         return [
-            "--ifname", topology.server_if, "--ip", topology.server_ip, *common,
-            "--version", transport[-1],
+            "--ifname", ifname, "--ip", ip, *common,
+            "--version", transport[-1], "--request-size", str(request_size),
             "--frames-per-block", str(options.frames_per_block),
             "--block-timeout-ms", str(math.ceil(options.block_timeout_ms)),
         ]  # fmt: skip
-    args = ["--bind", topology.server_ip, *common]
+    args = ["--bind", ip, *common]
     if transport == "udp-mmsg":
         args += ["--batch", str(options.batch)]
         args += ["--batch-timeout-ms", repr(float(options.batch_timeout_ms))]
@@ -155,6 +213,7 @@ class Workload:
         mode: str = "pingpong",
         request_timeout: float = 1.0,
         options: TransportOptions | None = None,
+        service: ServiceOptions | None = None,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
@@ -164,25 +223,57 @@ class Workload:
             raise ValueError(f"mode blast needs a transport in {BLAST_TRANSPORTS}, not {transport}")
         options = options or TransportOptions()
         options.check()
+        service = service or ServiceOptions()
+        service.check()
+        if service.name == "lms" and mode != "pingpong":
+            raise ValueError("the lms service runs closed-loop clients only (mode pingpong)")
         if clients < 1 or duration <= 0 or request_timeout <= 0:
             raise ValueError("clients must be >= 1, duration and request_timeout > 0")
         check_size("request_size", request_size)
         check_size("response_size", response_size)
+        if service.name == "lms":
+            lms.check_request_size(request_size)
         self.topology = topology
         self.transport = transport
         self.mode = mode
         self.duration = duration
         self.request_timeout = request_timeout
         self.options = options
-        serve = server_args(transport, topology, port, response_size, options)
-        serve += ["--sink"] if mode == "blast" else []
+        self.service = service
+        self.ports = list(range(port, port + service.servers))
+        self.servers = [
+            NetnsProcess(
+                topology.server_ns,
+                SERVERS[transport],
+                server_args(
+                    transport,
+                    topology.server_if,
+                    topology.server_ip,
+                    p,
+                    response_size,
+                    options,
+                    request_size,
+                )
+                + service.server_args()
+                + (["--sink"] if mode == "blast" else []),
+                server_cpu,
+            )
+            for p in self.ports
+        ]
+        self.server = self.servers[0]
         load_args = ["--server", topology.server_ip, "--port", str(port)]
-        load_args += ["--clients", str(clients), "--mode", mode]
+        load_args += ["--clients", str(clients)]
         load_args += ["--transport", CLIENT_TRANSPORT.get(transport, "udp")]
         load_args += ["--request-size", str(request_size), "--response-size", str(response_size)]
         load_args += ["--duration", str(duration), "--timeout", str(request_timeout)]
-        self.server = NetnsProcess(topology.server_ns, SERVERS[transport], serve, server_cpu)
-        self.loadgen = NetnsProcess(topology.client_ns, "loadgen", load_args, client_cpu)
+        if service.name == "lms":
+            load_args += ["--servers", str(service.servers), "--think-us", str(service.think_us)]
+            load_args += ["--blocks", str(service.blocks), "--workers", str(service.workers)]
+            module = "lms_load"
+        else:
+            load_args += ["--mode", mode]
+            module = "loadgen"
+        self.loadgen = NetnsProcess(topology.client_ns, module, load_args, client_cpu)
 
     def __enter__(self) -> Workload:
         try:
@@ -201,16 +292,23 @@ class Workload:
         self.stop()
 
     def start(self) -> None:
-        """Start the server, wait for its ``ready``, then start the load generator."""
-        self.server.start()
-        line = self.server.read_line(READY_TIMEOUT_S)
-        if line.strip() != "ready":
-            raise RuntimeError(f"server said {line!r} instead of ready")
+        """Start the servers, wait for each one's ``ready``, then start the load generator."""
+        for server in self.servers:
+            server.start()
+        for server in self.servers:
+            line = server.read_line(READY_TIMEOUT_S)
+            if line.strip() != "ready":
+                raise RuntimeError(f"server said {line!r} instead of ready")
         self.loadgen.start()
 
     @property
     def server_pid(self) -> int:
+        """The (first) server's pid."""
         return self.server.pid
+
+    @property
+    def server_pids(self) -> list[int]:
+        return [server.pid for server in self.servers]
 
     @property
     def loadgen_pid(self) -> int:
@@ -223,15 +321,16 @@ class Workload:
 
     def pids(self) -> list[int]:
         """Every workload process now running: server, load generator, clients."""
-        return [self.server_pid, *self.client_pids()]
+        return [*self.server_pids, *self.client_pids()]
 
     def wait(self, timeout: float | None = None) -> WorkloadResult:
         """Wait for the load generator to finish, then stop the server and collect both."""
         if timeout is None:
             timeout = self.duration + self.request_timeout + _SLACK_S
         load = _report(self.loadgen, timeout)
-        self.server.signal(signal.SIGTERM)
-        server = _report(self.server, STOP_TIMEOUT_S)
+        for proc in self.servers:
+            proc.signal(signal.SIGTERM)
+        server = merge_server_reports([_report(proc, STOP_TIMEOUT_S) for proc in self.servers])
         return WorkloadResult(
             sent=load["sent"],
             received=load["received"],
@@ -249,7 +348,8 @@ class Workload:
     def stop(self) -> None:
         """Kill every process of the workload (idempotent)."""
         self.loadgen.kill()
-        self.server.kill()
+        for server in self.servers:
+            server.kill()
 
 
 def _group_members(pgid: int) -> list[int]:

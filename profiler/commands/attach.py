@@ -1,69 +1,102 @@
 """``stackprof attach``: the probes on traffic stackprof did not start, filtered by
-ports, sending pid, network namespaces and cgroup."""
+ports, sending pid, network namespaces and cgroup. A filtered target that goes away
+ends the run, which is saved with a one-line note."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from profiler import abi, session
+from profiler import abi, session, targets
 from profiler.commands.common import (
+    check_hooks,
+    check_listen,
+    distinct,
     live_view,
     need_root,
+    outcome,
+    run_output,
     save,
     save_interval,
     writable,
     write_summary,
 )
 from profiler.commands.metrics import endpoint, feeding
-from profiler.errors import SessionError, UsageError
-from profiler.session import AttachOptions, netns_inode
+from profiler.errors import UsageError
+from profiler.hooks import unused_boundaries
+from profiler.run import Run
+from profiler.session import AttachOptions
 
 MAX_NETNS = abi.CONST["SP_MAX_NETNS"]
+SAVE_EVERY_S = 600.0  # --save-every's default: 10 minutes
+
+Target = targets.Process | targets.Namespace | targets.Cgroup
 
 
-def netns_inodes(names: str) -> list[int]:
-    """Inodes of the comma-separated namespaces (names in /run/netns, or paths)."""
-    inodes = []
-    for name in (n.strip() for n in names.split(",") if n.strip()):
-        try:
-            inodes.append(netns_inode(name))
-        except SessionError as exc:
-            raise UsageError(str(exc)) from None
-    if not 0 < len(inodes) <= MAX_NETNS:
-        raise UsageError(f"--netns takes 1 to {MAX_NETNS} namespaces, not {len(inodes)}")
-    return inodes
+def filters(args: argparse.Namespace) -> list[Target]:
+    """The process, namespaces and cgroup asked for, each proved to exist."""
+    found: list[Target] = []
+    if args.pid is not None:
+        found.append(targets.process(args.pid))
+    if args.netns is not None:
+        found += targets.namespaces(args.netns, MAX_NETNS)
+    if args.cgroup is not None:
+        found.append(targets.cgroup(args.cgroup))
+    return found
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every argument, before any work: UsageError for the first that cannot work."""
+    need_root()
+    if args.save_every is not None and args.duration != 0:
+        raise UsageError("--save-every cuts a run that goes on until stopped: add --duration 0")
+    if args.duration == 0:
+        writable(args.out, folder=True, what="--out")
+    else:
+        run_output(args.out)
+    writable(args.json, what="--json")
+    distinct([("--out", args.out), ("--json", args.json)])
+    filters(args)
+    check_hooks(args.hooks, args.skip, unused_boundaries("attach"))
+    check_listen(args.metrics)
 
 
 def run(args: argparse.Namespace) -> int:
-    need_root()
     until_stopped = args.duration == 0
-    writable(args.out, folder=until_stopped)
-    writable(args.json)
-    netns = netns_inodes(args.netns) if args.netns else None
-    cgroup_id = None
-    if args.cgroup:
-        if not args.cgroup.is_dir():
-            raise UsageError(f"cgroup {args.cgroup} is not a directory")
-        cgroup_id = args.cgroup.stat().st_ino
+    watched = filters(args)
+    netns = [t.inode for t in watched if isinstance(t, targets.Namespace)] or None
+    cgroup = next((t.inode for t in watched if isinstance(t, targets.Cgroup)), None)
     opts = AttachOptions(
         port_lo=args.ports[0],
         port_hi=args.ports[1],
         duration=args.duration,
         pid=args.pid,
         netns=netns,
-        cgroup_id=cgroup_id,
+        cgroup_id=cgroup,
         kinds=args.hooks,
         skip=args.skip,
-        save_every=args.save_every,
+        save_every=args.save_every or SAVE_EVERY_S,
+        gone=lambda: targets.first_gone(watched),
     )
-    intervals = (lambda part: save_interval(part, args)) if until_stopped else None
+    problems: list[str] = []
+
+    def interval(part: Run) -> None:
+        problems.extend(save_interval(part, args))
+
     with endpoint(args.metrics) as served, live_view(args.no_live) as view:
-        traced = session.attach(opts, feeding(served, view.update), intervals)
+        traced = session.attach(
+            opts, feeding(served, view.update), interval if until_stopped else None
+        )
         view.update(traced, traced.meta)
+    if traced.meta.get("ended"):
+        print(
+            f"stackprof: {traced.meta['ended']}: run ended, what it measured is saved",
+            file=sys.stderr,
+        )
     if not until_stopped:
-        save(traced, args)
-    elif args.json:  # the intervals are the saved runs
-        write_summary(traced, args.json)
-    if traced.meta.get("interrupted"):
-        raise KeyboardInterrupt
-    return 0
+        problems += save(traced, args)
+    elif problems:  # each said as it happened
+        problems = [f"{len(problems)} interval(s) could not be written where asked (see above)"]
+    if until_stopped and args.json:  # the intervals are the saved runs
+        problems += write_summary(traced, args.json)
+    return outcome(problems, interrupted=bool(traced.meta.get("interrupted")))

@@ -14,6 +14,10 @@ from profiler.views.console import output_console
 from profiler.views.doctor import render
 
 
+def check(args: argparse.Namespace) -> None:
+    """Nothing to check: doctor takes no value."""
+
+
 def run(args: argparse.Namespace) -> int:
     diag = diagnose()
     if args.json:

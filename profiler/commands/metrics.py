@@ -12,6 +12,8 @@ from profiler.metrics import Endpoint
 from profiler.run import Run
 from profiler.session import Update
 
+EVERY_ADDRESS = "0.0.0.0"  # no ADDR given (prometheus_client cannot resolve "")
+
 
 @contextlib.contextmanager
 def endpoint(
@@ -23,7 +25,7 @@ def endpoint(
         return
     host, port = listen
     try:
-        served = Endpoint(host, port, labels)
+        served = Endpoint(host or EVERY_ADDRESS, port, labels)
     except OSError as exc:
         raise UsageError(f"--metrics {host}:{port}: {exc.strerror or exc}") from None
     try:

@@ -4,17 +4,30 @@ several transports are compared side by side. The one command that loads the ser
 from __future__ import annotations
 
 import argparse
-import json
 
-from profiler import atomic
-from profiler.commands.common import live_view, need_root, save, writable
+from profiler.commands.common import (
+    check_cpu,
+    check_hooks,
+    check_listen,
+    distinct,
+    live_view,
+    need_root,
+    outcome,
+    run_output,
+    save,
+    writable,
+    write_json,
+)
 from profiler.commands.metrics import endpoint, feeding
 from profiler.errors import UsageError
+from profiler.hooks import unused_boundaries
 from profiler.transports import TRANSPORTS, rds_missing
 from profiler.views.console import output_console
 from profiler.views.transports import comparison_rows, render_transports
 from servers import lab
-from servers.workload import TransportOptions
+from servers.lms import REQUEST_MIN as LMS_REQUEST_MIN
+from servers.payload import check_size
+from servers.workload import ServiceOptions, TransportOptions
 
 
 def runnable_transports(asked: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -49,33 +62,75 @@ def trace_options(args: argparse.Namespace, transport: str) -> lab.TraceOptions:
             frames_per_block=args.frames_per_block,
             block_timeout_ms=args.block_timeout_ms,
         ),
+        service=service_options(args),
     )
+
+
+def service_options(args: argparse.Namespace) -> ServiceOptions:
+    """--workload and its options (lms: 4 servers unless --servers says otherwise)."""
+    if getattr(args, "workload", "echo") != "lms":
+        if getattr(args, "servers", None) not in (None, 1):
+            raise UsageError("--servers is for --workload lms (echo runs one server)")
+        return ServiceOptions()
+    if args.request_size < LMS_REQUEST_MIN:
+        raise UsageError(f"--workload lms needs --request-size >= {LMS_REQUEST_MIN}")
+    return ServiceOptions.lms(
+        servers=args.servers or 4,
+        serve_us=args.serve_us,
+        think_us=args.think_us,
+        blocks=args.blocks,
+    )
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every argument, before any work: UsageError for the first that cannot work."""
+    transports, _ = runnable_transports(args.transport)
+    if args.duration == 0:
+        raise UsageError("trace's load is bounded in time: --duration must be over 0")
+    need_root()
+    several = len(args.transport) > 1
+    if several:
+        writable(args.out, folder=True, what="--out")
+    else:
+        run_output(args.out)
+    writable(args.json, what="--json")
+    distinct([("--out", args.out), ("--json", args.json)])
+    check_cpu(args.server_cpu, "--server-cpu")
+    check_cpu(args.client_cpu, "--client-cpu")
+    for name in ("request_size", "response_size"):
+        try:
+            check_size(name, getattr(args, name))
+        except ValueError as exc:
+            raise UsageError(f"--{name.replace('_', '-')}: {exc}") from None
+    for transport in transports:
+        check_hooks(args.hooks, args.skip, unused_boundaries(transport))
+        try:
+            trace_options(args, transport).options.check()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    check_listen(args.metrics)
 
 
 def run(args: argparse.Namespace) -> int:
     """One traced run per transport asked for; several are compared side by side."""
     transports, skipped = runnable_transports(args.transport)
-    if args.duration == 0:
-        raise UsageError("trace's load is bounded in time: --duration must be over 0")
-    need_root()
-    writable(args.out, folder=len(args.transport) > 1)
-    writable(args.json)
-    runs = []
+    several = len(args.transport) > 1
+    runs, problems = [], []
     for transport in transports:
         labels = {"transport": transport}
         with endpoint(args.metrics, labels) as served, live_view(args.no_live) as view:
             traced = lab.trace(trace_options(args, transport), feeding(served, view.update))
             view.update(traced, traced.meta)
-        save(traced, args, several=len(args.transport) > 1)
+        problems += save(traced, args, several=several)
         if traced.meta.get("interrupted"):
-            raise KeyboardInterrupt
+            return outcome(problems, interrupted=True)
         runs.append(traced)
-    if len(args.transport) > 1:
+    if several:
         output_console().print(render_transports(runs, skipped))
         if args.json:
             doc = {
                 "comparison": comparison_rows(runs, skipped),
                 "runs": [r.summary() for r in runs],
             }
-            atomic.write_text(args.json, json.dumps(doc, indent=1))
-    return 0
+            problems += write_json(args.json, doc)
+    return outcome(problems)

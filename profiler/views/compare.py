@@ -111,12 +111,21 @@ def _hook_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> Text:
     return Text("hooks differ: " + " · ".join(diffs), style="yellow")
 
 
-def render_compare(a: Run, b: Run, labels: tuple[str, str] = ("A", "B")) -> RenderableType:
-    """Two runs side by side, per path, deltas as B − A; the title names what differs."""
+def render_compare(
+    a: Run,
+    b: Run,
+    labels: tuple[str, str] = ("A", "B"),
+    diagnosis: Mapping[str, Any] | None = None,
+) -> RenderableType:
+    """Two runs side by side, per path, deltas as B − A; the title names what differs;
+    the diagnosis sentences (:mod:`profiler.diagnose`) last."""
     diffs = meta_differences(a.meta, b.meta)
     title = Text(f"{labels[0]} vs {labels[1]}: ", style="bold")
     title.append(" · ".join(diffs) if diffs else "same metadata")
     parts: list[RenderableType] = [title, _hook_differences(a.meta, b.meta)]
     parts += [compare_table(a, b, path, labels) for path in PATHS]
     parts.append(fragments_table(a, b, labels))
+    if diagnosis:
+        parts.append(Text("diagnosis", style="bold"))
+        parts += [Text(f"  {sentence}") for sentence in diagnosis["sentences"]]
     return Group(*parts)
