@@ -53,6 +53,15 @@ static __always_inline bool same_key(const struct sp_flight_key *a, const struct
 	       a->dport == b->dport;
 }
 
+/* A key as two 8-byte words, the second holding the IP ID, protocol and ports:
+ * a slot's key is written and checked a word at a time (see slot_holds). */
+_Static_assert(sizeof(struct sp_flight_key) == 16, "two words");
+
+static __always_inline void key_words(const struct sp_flight_key *key, __u64 words[2])
+{
+	__builtin_memcpy(words, key, 2 * sizeof(__u64));
+}
+
 #define FLIGHT_SETS (SP_FLIGHT_ENTRIES / SP_FLIGHT_WAYS)
 _Static_assert((FLIGHT_SETS & (FLIGHT_SETS - 1)) == 0, "a power of two");
 
@@ -98,32 +107,96 @@ static __always_inline struct sp_flight *lookup_flight(const struct sp_flight_ke
 	return NULL;
 }
 
-/* Free the slot of flight f (a pointer lookup_flight gave). */
+/* When the datagram of flight f was whole at the stack, as far as the hooks
+ * saw: the stack entry of its last fragment, or of its first when that came
+ * later (reordered), or of the first alone when the last came before the
+ * flight started; 0 while nothing arrived. */
+static __always_inline __u64 arrived(const struct sp_flight *f)
+{
+	return f->t_last ?: f->t_stack;
+}
+
+/* Whether the datagram of flight f became whole: reassembly produced it
+ * (ip_defrag returned it, it reached udp_rcv or a socket's queue), or it was
+ * never fragmented and reached the stack. Its last fragment arriving is not
+ * enough: a first or middle one may never have. A ring receiver reassembles
+ * its requests itself: for it they are whole at their last fragment.
+ * (profiler/collector.py's flight_complete says the same.) */
+static __always_inline bool flight_complete(bool fragmented, const struct sp_flight *f)
+{
+	if (f->t_enq || f->t_defrag || f->t_udp)
+		return true;
+	return f->t_last && (!fragmented || (cfg.ring_receiver && f->path == SP_PATH_REQUEST));
+}
+
+/* The slot of flight f (a pointer lookup_flight gave). */
+static __always_inline struct sp_flight_slot *flight_slot_of(struct sp_flight *f)
+{
+	return (void *)f - __builtin_offsetof(struct sp_flight_slot, f);
+}
+
+/* Whether the slot of flight f still holds key, after its times were read: in
+ * a full table another CPU can give the slot to a new flight meanwhile.
+ * insert_flight claims the slot (protocol 0), writes the flight, then the key's
+ * first word and last its second (protocol included), one store each; reading the
+ * second word first, then the first, after the times, sees the old key only if
+ * no new time was read (x86 orders loads with loads, stores with stores). */
+static __always_inline bool slot_holds(struct sp_flight *f, const struct sp_flight_key *key)
+{
+	volatile __u64 *words = (volatile __u64 *)&flight_slot_of(f)->key;
+	__u64 want[2], second, first;
+
+	key_words(key, want);
+	asm volatile("" ::: "memory");
+	second = words[1];
+	asm volatile("" ::: "memory");
+	first = words[0];
+	return second == want[1] && first == want[0];
+}
+
+/* Free the slot of flight f. */
 static __always_inline void drop_flight(struct sp_flight *f)
 {
-	struct sp_flight_slot *slot = (void *)f - __builtin_offsetof(struct sp_flight_slot, f);
-
-	slot->key.proto = 0;
+	flight_slot_of(f)->key.proto = 0;
 }
+
+/* A slot being written has protocol 0 (no lookup takes it, user space skips
+ * it) and this in its fragmented byte, so that a second writer's claim fails. */
+#define SLOT_BUSY 0xffULL
+#define WORD_PROTO(w) (((w) >> 16) & 0xff)	/* in a key's second word */
+#define WORD_FRAGMENTED(w) (((w) >> 24) & 0xff)
 
 /* Start flight f of key at now: a flight of the same key still there was
  * another datagram's (key_reused); a set without a free or stale slot loses
- * its oldest flight (flight_full). */
+ * its oldest flight (flight_full). A stale flight whose fragments arrived but
+ * never made the whole datagram leaves as incomplete (its reassembly failed
+ * without a timeout that says so, e.g. on overlapping fragments, or the
+ * kernel's timeout is longer than a flight's life).
+ *
+ * The slot is claimed first: its key's second word, as read, becomes 'being
+ * written' by one compare-and-swap. Two CPUs writing one slot at once would
+ * leave one key with the other's times; the one whose claim fails does not
+ * start its flight (flight_full: the set was full for it). */
 static __always_inline void insert_flight(const struct sp_flight_key *key,
 					  const struct sp_flight *f, __u64 now)
 {
 	struct sp_flight_slot *slot, *best = NULL;
 	__u32 first = flight_set(key);
-	__u64 best_age = 0, age;
+	__u64 best_age = 0, age, words[2], old, busy;
+	volatile __u64 *word;
+	bool reused = false;
 
 	for (__u32 way = 0; way < SP_FLIGHT_WAYS; way++) {
 		slot = flight_slot(first + way);
 		if (!slot)
 			return;
-		age = slot->key.proto ? now - slot->f.t_queue : ~0ULL;
+		/* A flight another CPU started after this one read the clock is fresh,
+		 * not ~2^64 ns old. */
+		age = !slot->key.proto ? ~0ULL : now > slot->f.t_queue ? now - slot->f.t_queue : 0;
 		if (slot->key.proto && same_key(&slot->key, key)) {
 			miss(SP_MISS_KEY_REUSED);
 			best = slot;
+			reused = true;
 			break;
 		}
 		if (!best || age > best_age) {
@@ -133,14 +206,28 @@ static __always_inline void insert_flight(const struct sp_flight_key *key,
 	}
 	if (!best)
 		return;
-	if (best->key.proto && best_age <= STALE_SEND_NS && !same_key(&best->key, key))
+	word = (volatile __u64 *)&best->key + 1;
+	old = *word;
+	busy = (old & ~(0xffffULL << 16)) | SLOT_BUSY << 24;
+	if (old == busy || __sync_val_compare_and_swap(word, old, busy) != old) {
 		miss(SP_MISS_FLIGHT_FULL);
-	/* Free while rewriting, so that no reader pairs the new times with the old key. */
-	best->key.proto = 0;
-	asm volatile("" ::: "memory");
+		return;
+	}
+	if (WORD_PROTO(old) && !reused) {
+		if (best_age <= STALE_SEND_NS)
+			miss(SP_MISS_FLIGHT_FULL);
+		else if (WORD_FRAGMENTED(old) && arrived(&best->f) &&
+			 !flight_complete(true, &best->f))
+			count_lost(best->f.path, SP_DROP_INCOMPLETE);
+	}
+	/* The times, then the key: its second word (the protocol) last. A reader
+	 * that read times of the new flight sees the old key gone (slot_holds). */
 	best->f = *f;
 	asm volatile("" ::: "memory");
-	best->key = *key;
+	key_words(key, words);
+	((volatile __u64 *)&best->key)[0] = words[0];
+	asm volatile("" ::: "memory");
+	*word = words[1];
 }
 
 /* The flight of the first fragment (or only packet) of a datagram. */
@@ -154,24 +241,32 @@ static __always_inline struct sp_flight *head_flight(const struct ip_udp *h)
 	return lookup_flight(&key);
 }
 
-/* A datagram after reassembly: a datagram without DF is looked up as
- * fragmented first (reassembly clears MF and the offset). */
-static __always_inline struct sp_flight *datagram_flight(const struct sk_buff *skb, bool typed,
-							  struct sp_flight_key *key)
+/* The flight of a whole datagram's headers (after reassembly, or never
+ * fragmented): without DF it is looked up as fragmented first (reassembly
+ * clears MF and the offset). */
+static __always_inline struct sp_flight *whole_flight(const struct ip_udp *h,
+						      struct sp_flight_key *key)
 {
 	struct sp_flight *f;
-	struct ip_udp h;
-	bool df;
+	bool df = frag_off(h) & IP_DF;
 
-	if (!ip_header(tx_ip(skb, typed), &h))
-		return NULL;
-	df = frag_off(&h) & IP_DF;
-	flight_key(&h, !df, key);
+	flight_key(h, !df, key);
 	f = lookup_flight(key);
 	if (f || df)
 		return f;
-	flight_key(&h, false, key);
+	flight_key(h, false, key);
 	return lookup_flight(key);
+}
+
+/* A datagram after reassembly (see whole_flight). */
+static __always_inline struct sp_flight *datagram_flight(const struct sk_buff *skb, bool typed,
+							  struct sp_flight_key *key)
+{
+	struct ip_udp h;
+
+	if (!ip_header(tx_ip(skb, typed), &h))
+		return NULL;
+	return whole_flight(&h, key);
 }
 
 /* The flight of the packet that completes a datagram at IP (its last fragment,

@@ -15,16 +15,42 @@
 
 struct sp_stats stats = {};
 
+/* Add one to element index of a counter array of n elements. The bound is
+ * checked on the very register the access uses: the verifier of older kernels
+ * (6.1) loses the bounds of a value the compiler spilled and reloaded. */
+static __always_inline void bump(__u64 *first, __u64 index, __u64 n)
+{
+	asm volatile("" : "+r"(index));
+	if (index < n)
+		__sync_fetch_and_add(first + index, 1);
+}
+
 static __always_inline void count(__u32 path, __u32 counter)
 {
 	if (path < SP_NPATHS && counter < SP_NPATH_COUNTERS)
-		__sync_fetch_and_add(&stats.path_counters[path][counter], 1);
+		bump(&stats.path_counters[0][0], (__u64)path * SP_NPATH_COUNTERS + counter,
+		     SP_NPATHS * SP_NPATH_COUNTERS);
 }
 
 static __always_inline void miss(__u32 what)
 {
-	if (what < SP_NMISS)
-		__sync_fetch_and_add(&stats.missed[what], 1);
+	bump(&stats.missed[0], what, SP_NMISS);
+}
+
+/* A datagram that never reached its receiver, by cause (enum sp_drop_cause). */
+static __always_inline void count_lost(__u32 path, __u32 cause)
+{
+	if (path < SP_NPATHS && cause < SP_NDROP_CAUSES)
+		bump(&stats.lost[0][0], (__u64)path * SP_NDROP_CAUSES + cause,
+		     SP_NPATHS * SP_NDROP_CAUSES);
+}
+
+/* A fragment of a followed datagram dropped, by cause. */
+static __always_inline void count_frag_dropped(__u32 path, __u32 cause)
+{
+	if (path < SP_NPATHS && cause < SP_NDROP_CAUSES)
+		bump(&stats.frags_dropped[0][0], (__u64)path * SP_NDROP_CAUSES + cause,
+		     SP_NPATHS * SP_NDROP_CAUSES);
 }
 
 #define SP_OUT_OF_RANGE() miss(SP_MISS_OUT_OF_RANGE)

@@ -63,10 +63,10 @@ static __always_inline struct ring_pending *ring_of(__u32 netns)
 /* The ring receiver has seen the request of flight f by now. */
 static __always_inline void ring_delivered(struct sp_flight *f, __u64 now)
 {
-	if (now - f->t_last > STALE_SEND_NS) {
+	if (now - arrived(f) > STALE_SEND_NS) {
 		miss(SP_MISS_KEY_REUSED);	/* another datagram's flight: see enqueued() */
 	} else {
-		record_stage(f->path, SP_STAGE_RING_WAIT, f->t_pkt ?: f->t_last, now);
+		record_stage(f->path, SP_STAGE_RING_WAIT, f->t_pkt ?: arrived(f), now);
 		record_stage(f->path, SP_STAGE_TOTAL, f->t_send, now);
 		count(f->path, SP_CNT_DELIVERED);
 		count(f->path, SP_CNT_RING_DELIVERED);

@@ -16,7 +16,7 @@
  * concern: histograms (stats), filters (cfg), stamps (per-thread times),
  * headers (packet headers, skb notes), flights (the in-flight table), sockq
  * (socket queue heads), rings (PF_PACKET ring receivers), stashes (entry
- * arguments kept for return probes).
+ * arguments kept for return probes), drops (the kernel's drop reasons).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -32,6 +32,7 @@
 #include "sockq.bpf.h"
 #include "rings.bpf.h"
 #include "stashes.bpf.h"
+#include "drops.bpf.h"
 
 #define MSG_PEEK 2
 
@@ -131,7 +132,8 @@ static __always_inline int on_dev_rx(const struct sk_buff *skb, bool typed)
 	return 0;
 }
 
-/* The last fragment closes the train; middle fragments cost one header read. */
+/* The last fragment closes the train (unless the first comes after it:
+ * on_stack_rx closes it then); middle fragments cost one header read. */
 static __always_inline int on_last_fragment(const struct sk_buff *skb, const struct ip_udp *h)
 {
 	struct sp_flight_key key = {};
@@ -153,7 +155,9 @@ static __always_inline int on_last_fragment(const struct sk_buff *skb, const str
 }
 
 /* Stack entry (netif_receive_skb) of each packet: the first ends the backlog
- * stage, the last (or only) one completes the datagram at the stack. */
+ * stage, the last (or only) one completes the datagram at the stack. A first
+ * fragment after the last (reordered) ends the train itself: the datagram
+ * can be whole no sooner (a middle fragment later still is not seen). */
 static __always_inline int on_stack_rx(const struct sk_buff *skb, bool typed)
 {
 	struct sp_flight *f;
@@ -170,7 +174,10 @@ static __always_inline int on_stack_rx(const struct sk_buff *skb, bool typed)
 		return 0;
 	f->t_stack = bpf_ktime_get_ns();
 	record_stage(f->path, SP_STAGE_BACKLOG, f->t_rx, f->t_stack);
-	if (!(off & IP_MF)) {
+	if ((off & IP_MF) && f->t_last) {
+		record_value(f->path, SP_STAGE_FRAG_TRAIN, f->t_stack - f->t_last);
+		f->t_last = f->t_stack;
+	} else if (!(off & IP_MF)) {
 		f->t_last = f->t_stack;
 		ring_push_head(skb, &h, f);
 		note_arrival(&h);
@@ -187,11 +194,11 @@ static __always_inline void enqueued(struct sp_flight *f)
 
 	/* A datagram is queued within microseconds of its stack entry: a flight
 	 * that old is another datagram's, its key reused (a 16-bit IP ID wraps). */
-	if (now - f->t_last > STALE_SEND_NS)
+	if (now - arrived(f) > STALE_SEND_NS)
 		return;
 	if (__sync_val_compare_and_swap(&f->t_enq, 0, now))
 		return;
-	record_stage(f->path, SP_STAGE_IP_UDP, f->t_last, now);
+	record_stage(f->path, SP_STAGE_IP_UDP, arrived(f), now);
 	record_stage(f->path, SP_STAGE_UDP_RCV, f->t_udp, now);
 	count(f->path, SP_CNT_ENQUEUED);
 }
@@ -235,7 +242,9 @@ static __always_inline int on_enqueue(const struct sock *sk, bool typed)
  * of datagrams no data-ready notification saw (see on_enqueue). Since 6.18
  * (b650bf0977d3) a return of 0 can leave the datagram in a per-NUMA list for
  * another CPU to queue: its time is then when it joined that list, and a drop
- * when the batch finds no room is not seen. */
+ * when the batch finds no room is not seen here (skb:kfree_skb sees it). A
+ * dropped datagram's flight is left to on_drop when that is hooked, which
+ * counts it by the kernel's reason. */
 static __always_inline int on_udp_enqueue_ret(const struct sk_buff *skb, bool typed, int ret)
 {
 	struct sp_flight_key key = {};
@@ -245,7 +254,8 @@ static __always_inline int on_udp_enqueue_ret(const struct sk_buff *skb, bool ty
 		return 0;
 	if (ret) {
 		count(f->path, SP_CNT_ENQUEUE_DROPS);
-		drop_flight(f);
+		if (!cfg.drop_hook)
+			drop_flight(f);
 	} else if (!f->t_enq) {
 		enqueued(f);
 	}
@@ -408,18 +418,18 @@ static __always_inline int on_recvmmsg_ret(long ret)
 }
 
 /* The receive call now returning handed the datagram of flight f over. */
-static __always_inline void delivered(struct sp_flight *f)
+static __always_inline void delivered(const struct sp_flight *f)
 {
 	__u64 now = bpf_ktime_get_ns(), wait_from = f->t_enq, start, *t_enter;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
-	if (now - f->t_last > STALE_SEND_NS) {
+	if (now - arrived(f) > STALE_SEND_NS) {
 		miss(SP_MISS_KEY_REUSED);	/* another datagram's flight: see enqueued() */
 		return;
 	}
 	if (!wait_from) {
 		count(f->path, SP_CNT_ENQUEUE_UNSEEN);
-		wait_from = f->t_last;
+		wait_from = arrived(f);
 	}
 	t_enter = thread_stamp(&recv_start, tid);
 	start = t_enter && *t_enter > wait_from ? *t_enter : wait_from;
@@ -433,7 +443,7 @@ static __always_inline void delivered(struct sp_flight *f)
 static __always_inline int on_datagram_recv(const struct sock *sk, bool typed, int ret)
 {
 	struct sp_flight_key *key, *slot;
-	struct sp_flight *f;
+	struct sp_flight *f, copy;
 	__u16 port;
 
 	slot = head_slot(sk, typed, false);
@@ -443,10 +453,18 @@ static __always_inline int on_datagram_recv(const struct sock *sk, bool typed, i
 		key = bpf_map_lookup_elem(&last_arrival, &port);
 	}
 	f = key ? lookup_flight(key) : NULL;
-	if (f && f->len != ret)
+	if (f) {
+		/* Read the flight whole, then check that its slot still holds it: a
+		 * new flight's times are not this datagram's. This one was lost
+		 * (flight_full), not mis-paired. */
+		copy = *f;
+		if (!slot_holds(f, key))
+			f = NULL;
+	}
+	if (f && copy.len != ret)
 		miss(SP_MISS_PAIR_MISMATCH);
-	else if (f && f->t_last)
-		delivered(f);
+	else if (f && arrived(&copy))
+		delivered(&copy);
 	if (f)
 		drop_flight(f);
 	/* Free the head slot before looking at the queues again, so that an
@@ -475,7 +493,7 @@ static __always_inline int on_stream_recv(const struct sock *sk, bool typed)
 	if ((__s32)(copied - head->end_seq) < 0)
 		return 0;
 	f = lookup_flight(&head->key);
-	if (f && f->t_last)
+	if (f && arrived(f))
 		delivered(f);
 	if (f)
 		drop_flight(f);
@@ -506,6 +524,48 @@ static __always_inline int recv_args_return(int ret)
 		return 0;
 	on_recv_return((const struct sock *)args->sk, UNTYPED, ret, args->flags);
 	bpf_map_delete_elem(&recv_args, &tid);
+	return 0;
+}
+
+/* A packet freed as dropped (skb:kfree_skb), with the kernel's reason. Most
+ * frees are of packets nobody follows: the first difference ends the look. A
+ * dropped fragment leaves its datagram incomplete (unless it duplicated one
+ * already there), which the reassembly's timeout says: it frees each fragment
+ * it holds, and the first of them ends the flight, so that the datagram counts
+ * once. A whole datagram's drop ends its flight, counted by cause. A ring
+ * receiver's requests reach it through the ring, whatever the stack does with
+ * them (the packet server's own socket drops them all), and TCP sends again
+ * what was dropped: neither is counted. */
+static __always_inline int on_drop(const struct sk_buff *skb, bool typed, __u32 reason)
+{
+	struct sp_flight_key key = {};
+	struct sp_flight *f;
+	struct ip_udp h;
+	__u32 cause;
+	bool fragment;
+
+	if (!skb || !ip_header(tx_ip(skb, typed), &h) || h.ip.protocol != IPPROTO_UDP)
+		return 0;
+	fragment = frag_off(&h) & (IP_MF | IP_OFFSET);
+	if (fragment) {
+		flight_key(&h, true, &key);
+		f = lookup_flight(&key);
+	} else {
+		f = whole_flight(&h, &key);
+	}
+	if (!f || (cfg.ring_receiver && f->path == SP_PATH_REQUEST) || copy_dropped(reason))
+		return 0;
+	cause = drop_cause(reason);
+	if (fragment) {
+		if (flight_complete(true, f))
+			cause = SP_DROP_DUPLICATE;
+		if (cause != SP_DROP_INCOMPLETE) {
+			count_frag_dropped(f->path, cause);
+			return 0;
+		}
+	}
+	count_lost(f->path, cause);
+	drop_flight(f);
 	return 0;
 }
 

@@ -3,6 +3,9 @@
  * Shared between the BPF programs and Python (profiler/abi.py parses this
  * file: keep to plain #defines of integers, enums with implicit values and
  * structs of __u8..__u64 fields, arrays of them and structs defined above).
+ * The table sizes can be overridden at build time (-DSP_FLIGHT_ENTRIES=8:
+ * the tiny-table build of tests/test_overflow.py); Python reads the default,
+ * and the flight table's real size from the loaded map.
  */
 #ifndef __STACKPROF_H
 #define __STACKPROF_H
@@ -14,11 +17,17 @@
 #define SP_MAX_EXP 36
 #define SP_NBUCKETS 1984
 
+#ifndef SP_FLIGHT_ENTRIES
 #define SP_FLIGHT_ENTRIES 16384
+#endif
 #define SP_FLIGHT_WAYS 2
+#ifndef SP_THREAD_ENTRIES
 #define SP_THREAD_ENTRIES 4096
+#endif
 #define SP_MAX_NETNS 4
+#ifndef SP_RING_PENDING
 #define SP_RING_PENDING 64
+#endif
 
 /* Which way a datagram goes: to the service port, or from it. */
 enum sp_path {
@@ -96,6 +105,22 @@ enum sp_miss {
 	SP_NMISS,
 };
 
+/* Why the kernel dropped a packet of a followed datagram: its skb_drop_reason
+ * (skb:kfree_skb), mapped to these few causes (bpf/drops.bpf.h). */
+enum sp_drop_cause {
+	SP_DROP_INCOMPLETE,	/* reassembly timed out or gave up: the datagram never became whole */
+	SP_DROP_DUPLICATE,	/* a fragment already there (or of a datagram already whole): no loss */
+	SP_DROP_SOCKET_FULL,	/* receive buffer (or the protocol's memory) full */
+	SP_DROP_NO_SOCKET,	/* no socket on the port */
+	SP_DROP_SOCKET_FILTER,	/* the socket's filter refused it */
+	SP_DROP_NETFILTER,	/* a netfilter (nftables, iptables) rule */
+	SP_DROP_CHECKSUM,	/* a bad IP or UDP checksum */
+	SP_DROP_BACKLOG_FULL,	/* the CPU's receive backlog full (netdev_max_backlog) */
+	SP_DROP_QDISC,		/* the transmit queueing discipline */
+	SP_DROP_OTHER,		/* any other reason, or none given */
+	SP_NDROP_CAUSES,
+};
+
 /* A datagram in flight, keyed as IP reassembly keys fragments (the skb changes
  * identity during reassembly); unfragmented datagrams add their ports, since
  * some kernels give DF datagrams an IP ID of 0. */
@@ -148,6 +173,7 @@ struct sp_config {
 	__u32 ring_receiver;
 	__u32 fine_tx;	/* ip_do_fragment or ip_finish_output2 hooked: split the send */
 	__u32 sock_storage;	/* sockets reached typed everywhere: heads in their storage */
+	__u32 drop_hook;	/* skb:kfree_skb hooked: drops are counted there, by reason */
 	__u64 cgroup_id;
 };
 
@@ -155,6 +181,12 @@ struct sp_config {
 struct sp_stats {
 	__u64 path_counters[SP_NPATHS][SP_NPATH_COUNTERS];
 	__u64 missed[SP_NMISS];
+	/* Datagrams that never reached the receiver, by cause: INCOMPLETE ones
+	 * (reassembly timed out), the others dropped whole. */
+	__u64 lost[SP_NPATHS][SP_NDROP_CAUSES];
+	/* Fragments of followed datagrams dropped, by cause (the datagram is then
+	 * incomplete, unless the fragment was a DUPLICATE). */
+	__u64 frags_dropped[SP_NPATHS][SP_NDROP_CAUSES];
 	__u64 hist[SP_NPATHS * (SP_NSTAGES + SP_NEXTRA_HISTS)][SP_NBUCKETS];
 };
 

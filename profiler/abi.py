@@ -104,6 +104,7 @@ PATH_COUNTERS = [
 ]
 RING_KINDS = [m.removeprefix("SP_RING_").lower() for m in parse_enum(_TEXT, "sp_ring_kind")[:-1]]
 MISSES = [m.removeprefix("SP_MISS_").lower() for m in parse_enum(_TEXT, "sp_miss")[:-1]]
+DROP_CAUSES = [m.removeprefix("SP_DROP_").lower() for m in parse_enum(_TEXT, "sp_drop_cause")[:-1]]
 Config = parse_struct(_TEXT, "sp_config", CONST)
 Stats = parse_struct(_TEXT, "sp_stats", CONST)
 FlightKey = parse_struct(_TEXT, "sp_flight_key", CONST)

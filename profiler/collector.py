@@ -17,6 +17,11 @@ from profiler.loader import Tracer
 from profiler.run import Run, histogram_from_buckets
 
 INCOMPLETE_AGE_NS = 1_000_000_000
+# Causes of datagrams dropped whole, and of fragments dropped (abi.DROP_CAUSES less
+# those that cannot be: a whole datagram is never a duplicate; a fragment whose
+# reassembly timed out ends its datagram, counted as incomplete).
+DROPPED = [c for c in abi.DROP_CAUSES if c not in ("incomplete", "duplicate")]
+FRAGMENT_DROPS = [c for c in abi.DROP_CAUSES if c != "incomplete"]
 
 
 def copy_stats(tracer: Tracer) -> Any:
@@ -37,41 +42,67 @@ def live_flights(tracer: Tracer) -> list[Any]:
     return [slot.from_buffer_copy(table[i].tobytes()) for i in taken]
 
 
+def flight_complete(key: Any, flight: Any, ring_request: bool = False) -> bool:
+    """Whether a flight's datagram became whole (bpf/flights.bpf.h's flight_complete):
+    reassembly produced it (ip_defrag returned it, it reached udp_rcv or a socket's
+    queue), or it was never fragmented and reached the stack. Its last fragment
+    arriving is not enough: a first or middle one may never have. A ring receiver's
+    request is whole for it once its last fragment is at the stack (it reassembles
+    in user space)."""
+    if flight.t_enq or flight.t_defrag or flight.t_udp:
+        return True
+    return bool(flight.t_last) and (not key.fragmented or ring_request)
+
+
 def flights_left(
     tracer: Tracer, older_than_ns: int = INCOMPLETE_AGE_NS
 ) -> dict[str, dict[str, int]]:
-    """Per path, datagrams still in the flight table: ``incomplete`` (first fragment
-    arrived, reassembly never completed, older than older_than_ns), ``undelivered``
-    (complete but never read) and ``in_flight`` (all of them)."""
+    """Per path, datagrams still in the flight table: ``undelivered`` (whole but never
+    read), and among those quiet for older_than_ns, ``incomplete`` (fragmented, never
+    made whole by reassembly: a first or middle fragment missing, even if the last
+    arrived) and ``in_transit`` (unfragmented, never at the receiver's stack);
+    ``in_flight`` counts them all."""
     now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-    left = {p: {"incomplete": 0, "undelivered": 0, "in_flight": 0} for p in abi.PATHS}
+    ring = bool(tracer.config.ring_receiver)
+    names = ("incomplete", "undelivered", "in_transit", "in_flight")
+    left = {p: dict.fromkeys(names, 0) for p in abi.PATHS}
     for slot in live_flights(tracer):
         key, value = slot.key, slot.f
         if value.path >= len(abi.PATHS):
             continue
-        row = left[abi.PATHS[value.path]]
+        path = abi.PATHS[value.path]
+        row = left[path]
         row["in_flight"] += 1
-        if value.t_last:
+        if flight_complete(key, value, ring and path == "request"):
             row["undelivered"] += 1
-        elif key.fragmented and value.t_stack and now - value.t_stack >= older_than_ns:
-            row["incomplete"] += 1
+        elif now - max(value.t_stack, value.t_last, value.t_queue) >= older_than_ns:
+            row["incomplete" if key.fragmented else "in_transit"] += 1
     return left
 
 
 def fill_run(run: Run, stats: Any, recursion_misses: int = 0) -> Run:
-    """Put a statistics copy's histograms and counters into run."""
+    """Put a statistics copy's histograms and counters into run. Per path, beside the
+    kernel's counters: ``incomplete`` (reassemblies the kernel gave up on; the collector
+    adds those still pending), ``dropped_<cause>`` (datagrams dropped whole, by the
+    kernel's reason) and ``fragments_dropped_<cause>``."""
     for path in abi.PATHS:
         for stage in abi.STAGES:
             counts = tuple(stats.hist[abi.hist_index(path, stage)])
             if any(counts):
                 run.stages[(path, stage)] = histogram_from_buckets(counts)
         run.frags[path] = histogram_from_buckets(tuple(stats.hist[abi.hist_index(path, "frags")]))
-        counters = stats.path_counters[abi.PATHS.index(path)]
+        index = abi.PATHS.index(path)
+        counters = stats.path_counters[index]
         kernel = {name: int(counters[i]) for i, name in enumerate(abi.PATH_COUNTERS)}
         row = run.datagrams.setdefault(path, {})
         row.update({f"kernel_{k}": v for k, v in kernel.items()})
         row["traced"] = kernel["delivered"]
         row["sent"] = kernel["sent"]  # until the applications' own count replaces it
+        lost = {c: int(stats.lost[index][i]) for i, c in enumerate(abi.DROP_CAUSES)}
+        frags = {c: int(stats.frags_dropped[index][i]) for i, c in enumerate(abi.DROP_CAUSES)}
+        row["incomplete"] = lost["incomplete"]
+        row.update({f"dropped_{c}": lost[c] for c in DROPPED})
+        row.update({f"fragments_dropped_{c}": frags[c] for c in FRAGMENT_DROPS})
     run.batch = histogram_from_buckets(tuple(stats.hist[abi.hist_index("request", "batch")]))
     run.missed.update({name: int(stats.missed[i]) for i, name in enumerate(abi.MISSES)})
     run.missed["recursion_misses"] = recursion_misses
@@ -93,14 +124,16 @@ def interval_run(before: Any, now: Any, meta: dict[str, Any]) -> Run:
 def collect(tracer: Tracer, run: Run, older_than_ns: int = INCOMPLETE_AGE_NS) -> Run:
     """Refresh run from the live kernel state, flights left in the map included.
 
-    Flights neither delivered nor still in the map were evicted from the
+    Flights neither delivered, dropped nor still in the map were evicted from the
     bounded flight table (or dropped on a pairing mismatch): counted as ``flights_lost``."""
     fill_run(run, copy_stats(tracer), tracer.recursion_misses())
     evicted = 0
     for path, left in flights_left(tracer, older_than_ns).items():
         row = run.datagrams[path]
-        row["incomplete"] = left["incomplete"]
+        ended = row["incomplete"] + sum(row[f"dropped_{c}"] for c in DROPPED)
+        row["incomplete"] += left["incomplete"]
         row["undelivered"] = left["undelivered"]
-        evicted += max(0, row["kernel_sent"] - row["kernel_delivered"] - left["in_flight"])
+        row["in_transit"] = left["in_transit"]
+        evicted += max(0, row["kernel_sent"] - row["kernel_delivered"] - ended - left["in_flight"])
     run.missed["flights_lost"] = evicted
     return run

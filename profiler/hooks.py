@@ -141,6 +141,14 @@ BOUNDARIES: tuple[Boundary, ...] = (
     ),
     Boundary("pkt_rcv", "packet socket delivery", _fine_each("tpacket_rcv", "packet_rcv")),
     Boundary("ring_wake", "a ring receiver returns from poll", _syscalls(*RING_WAITS, when="exit")),
+    Boundary(
+        "drop",
+        "a packet freed as dropped, with the kernel's reason (skb:kfree_skb)",
+        (
+            *_btf_family("kfree_skb"),
+            Candidate("tracepoint", "skb/kfree_skb", ("tp_skb_kfree_skb",)),
+        ),
+    ),
     Boundary("recvmmsg_ret", "recvmmsg returns its batch", _syscalls("recvmmsg", when="exit")),
 )
 

@@ -217,6 +217,7 @@ class Tracer:
         self.config.fine_tx = int(any(self.choice.chosen.get(b) for b in FINE_TX))
         heads = [self.choice.chosen.get(b) for b in SOCKET_HEADS]
         self.config.sock_storage = int(all(c and c.kind in TYPED_KINDS for c in heads))
+        self.config.drop_hook = int(self.choice.chosen.get("drop") is not None)
         self.obj = BPFObject(self.path)
         try:
             self.obj.autoload_only({p for c in chosen for p in c.programs})

@@ -22,8 +22,10 @@ from profiler.views.tables import (
     DASH,
     STAGE_WIDTH,
     fmt_us,
+    fragment_losses,
     hook_label,
     info_of,
+    losses,
     path_summaries,
     stage_label,
 )
@@ -98,6 +100,28 @@ def fragments_table(a: Run, b: Run, labels: tuple[str, str]) -> Table:
     return table
 
 
+def losses_table(a: Run, b: Run, labels: tuple[str, str]) -> RenderableType:
+    """Datagrams that never reached the application in each run, per path and cause
+    (fragments dropped apart); one dim line when neither run lost any."""
+    rows_a, rows_b = a.datagram_rows(), b.datagram_rows()
+    table = Table(title="datagrams lost", box=box.SIMPLE_HEAD, title_justify="left")
+    for name, justify in (("path", "left"), ("cause", "left"), (labels[0], "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table.add_column(labels[1], justify="right")
+    table.add_column("Δ", justify="right")
+    for path in PATHS:
+        for kind, count in (("", losses), ("fragments dropped: ", fragment_losses)):
+            la, lb = count(rows_a[path]), count(rows_b[path])
+            for cause in dict.fromkeys([*la, *lb]):
+                va, vb = la.get(cause, 0), lb.get(cause, 0)
+                style = "bold red" if cause == "incomplete" and not kind else ""
+                delta = Text(f"{vb - va:+,}" if vb != va else "0", style="red" if vb > va else "")
+                table.add_row(path, Text(kind + cause, style=style), f"{va:,}", f"{vb:,}", delta)
+    if not table.row_count:
+        return Text("datagrams lost: none in either run", style="dim")
+    return table
+
+
 def _hook_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> Text:
     """Hooks that differ between A and B: their stages' deltas are not like for like."""
     ha, hb = a.get("hooks") or {}, b.get("hooks") or {}
@@ -124,7 +148,7 @@ def render_compare(
     title.append(" · ".join(diffs) if diffs else "same metadata")
     parts: list[RenderableType] = [title, _hook_differences(a.meta, b.meta)]
     parts += [compare_table(a, b, path, labels) for path in PATHS]
-    parts.append(fragments_table(a, b, labels))
+    parts += [fragments_table(a, b, labels), losses_table(a, b, labels)]
     if diagnosis:
         parts.append(Text("diagnosis", style="bold"))
         parts += [Text(f"  {sentence}") for sentence in diagnosis["sentences"]]

@@ -18,6 +18,7 @@ from profiler.views.tables import (
     header_line,
     hooks_line,
     info_of,
+    lost_line,
     missed_line,
     missed_table,
     rtt_line,
@@ -26,13 +27,14 @@ from profiler.views.tables import (
 
 
 def render(run: Run, status: Mapping[str, Any], compact: bool = False) -> RenderableType:
-    """The whole screen for one moment of a run. compact (while it runs) fits a
-    terminal: stages no hook could observe are left to the 'unobserved' line and
-    the missed counters take one line."""
+    """The whole screen for one moment of a run: under its header what was lost and
+    why (incomplete datagrams first). compact (while it runs) fits a terminal: stages
+    no hook could observe are left to the 'unobserved' line and the missed counters
+    take one line."""
     info = info_of(run, status)
-    parts: list[RenderableType] = [header_line(info)]
+    parts: list[RenderableType] = [header_line(info), lost_line(run)]
     parts += [stage_table(run, path, info, hide_unobserved=compact) for path in PATHS]
-    parts += [datagram_table(run), rtt_line(run)]
+    parts += [datagram_table(run, losses_under=False), rtt_line(run)]
     parts += [missed_line(run) if compact else missed_table(run), hooks_line(info)]
     return Group(*parts)
 

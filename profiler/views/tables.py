@@ -11,10 +11,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rich import box
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from profiler.abi import MISSES, PATHS, STAGES
+from profiler.abi import DROP_CAUSES, MISSES, PATHS, STAGES
 from profiler.hooks import PARENT, STAGE_SPANS, run_stages, stage_name
 from profiler.run import Run, batch_summary, hist_summary
 
@@ -162,9 +163,83 @@ def _stage_cells(
     return cells
 
 
-def datagram_table(run: Run) -> Table:
+# What each cause of loss is called on screen; a saved run's datagram counters name
+# them ``incomplete``, ``dropped_<cause>``, ``undelivered`` and ``in_transit``.
+LOSS_LABELS = {
+    "incomplete": "incomplete",
+    "socket_full": "socket buffer full",
+    "no_socket": "no socket",
+    "socket_filter": "socket filter",
+    "netfilter": "netfilter",
+    "checksum": "bad checksum",
+    "backlog_full": "backlog full",
+    "qdisc": "qdisc",
+    "other": "other drop",
+    "duplicate": "duplicate",
+    "undelivered": "never read",
+    "in_transit": "never arrived",
+}
+# Datagram counters whose name says a cause of loss, in the order the views list them.
+LOSS_KEYS = (
+    "incomplete",
+    *(f"dropped_{c}" for c in DROP_CAUSES if c not in ("incomplete", "duplicate")),
+    "undelivered",
+    "in_transit",
+)
+
+
+def _cause(key: str) -> str:
+    return key.removeprefix("fragments_dropped_").removeprefix("dropped_")
+
+
+def losses(row: Mapping[str, Any]) -> dict[str, int]:
+    """One path's datagrams that never reached the application, by cause (label ->
+    count), non-zero causes only: incomplete, dropped whole by the kernel's reason,
+    whole but never read."""
+    out = {LOSS_LABELS[_cause(k)]: int(row.get(k, 0) or 0) for k in LOSS_KEYS}
+    return {label: count for label, count in out.items() if count}
+
+
+def fragment_losses(row: Mapping[str, Any]) -> dict[str, int]:
+    """One path's fragments dropped, by cause (label -> count), non-zero only."""
+    out = {
+        LOSS_LABELS[_cause(k)]: int(v or 0)
+        for k, v in row.items()
+        if k.startswith("fragments_dropped_") and _cause(k) in LOSS_LABELS
+    }
+    return {label: count for label, count in out.items() if count}
+
+
+def lost_line(run: Run) -> Text:
+    """Per path, what never reached the application and why, on one line
+    (``lost: response: incomplete 1,367 · socket buffer full 335``); incomplete
+    datagrams in bold red, 'lost: none' dim when everything arrived."""
+    text = Text("lost: ", style="bold")
+    rows = run.datagram_rows()
+    shown = 0
+    for path in PATHS:
+        lost, frags = losses(rows[path]), fragment_losses(rows[path])
+        if not lost and not frags:
+            continue
+        text.append("  " if shown else "")
+        text.append(f"{path}: ", style="bold")
+        for index, (label, count) in enumerate(lost.items()):
+            text.append(" · " if index else "")
+            style = "bold red" if label == "incomplete" else "yellow"
+            text.append(f"{label} {count:,}", style=style)
+        if frags:
+            parts = " · ".join(f"{label} {count:,}" for label, count in frags.items())
+            text.append(f"{' ' if lost else ''}(fragments dropped: {parts})", style="dim")
+        shown += 1
+    if not shown:
+        text.append("none", style="dim")
+    return text
+
+
+def datagram_table(run: Run, losses_under: bool = True) -> RenderableType:
     """Datagram counters, a column per path: how much of the traffic the stages stand for.
-    Counters that stayed zero on both paths are left out, except the headline ones."""
+    Counters that stayed zero on both paths are left out, except the headline ones; under
+    the table (unless losses_under is False) the line of what was lost, by cause."""
     rows = run.datagram_rows()
     headline = ("sent", "traced", "fragments_per_datagram", "incomplete")
     extras = sorted(
@@ -179,13 +254,15 @@ def datagram_table(run: Run) -> Table:
     for name in (*headline, *extras):
         cells = [_counter_cell(name, row.get(name, 0)) for row in rows.values()]
         table.add_row(name, *cells)
-    return table
+    return Group(table, lost_line(run)) if losses_under else table
 
 
 def _counter_cell(name: str, value: Any) -> Text:
     if name == "fragments_per_datagram":
         return Text(f"{float(value):.2f}" if value else DASH)
-    return Text(str(value), style="yellow" if name == "incomplete" and value else "")
+    if name in LOSS_KEYS and value:
+        return Text(str(value), style="bold red" if name == "incomplete" else "yellow")
+    return Text(str(value))
 
 
 def rtt_line(run: Run) -> Text:
