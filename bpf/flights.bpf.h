@@ -116,6 +116,19 @@ static __always_inline __u64 arrived(const struct sp_flight *f)
 	return f->t_last ?: f->t_stack;
 }
 
+/* When flight f began on this host: its send syscall, or (sent elsewhere) its
+ * first fragment's device receive, else its stack entry. Totals start here. */
+static __always_inline __u64 flight_begin(const struct sp_flight *f)
+{
+	return f->t_send ?: f->t_rx ?: f->t_stack;
+}
+
+/* When flight f was created, for its age in the table. */
+static __always_inline __u64 flight_created(const struct sp_flight *f)
+{
+	return f->t_queue ?: f->t_rx ?: f->t_stack;
+}
+
 /* Whether the datagram of flight f became whole: reassembly produced it
  * (ip_defrag returned it, it reached udp_rcv or a socket's queue), or it was
  * never fragmented and reached the stack. Its last fragment arriving is not
@@ -192,7 +205,9 @@ static __always_inline void insert_flight(const struct sp_flight_key *key,
 			return;
 		/* A flight another CPU started after this one read the clock is fresh,
 		 * not ~2^64 ns old. */
-		age = !slot->key.proto ? ~0ULL : now > slot->f.t_queue ? now - slot->f.t_queue : 0;
+		age = !slot->key.proto			   ? ~0ULL
+		      : now > flight_created(&slot->f) ? now - flight_created(&slot->f)
+						       : 0;
 		if (slot->key.proto && same_key(&slot->key, key)) {
 			miss(SP_MISS_KEY_REUSED);
 			best = slot;
@@ -269,22 +284,28 @@ static __always_inline struct sp_flight *datagram_flight(const struct sk_buff *s
 	return whole_flight(&h, key);
 }
 
+/* The flight of a datagram's last fragment (or only packet); NULL for others. */
+static __always_inline struct sp_flight *last_packet_flight(const struct ip_udp *h)
+{
+	struct sp_flight_key key = {};
+	__u16 off = frag_off(h);
+
+	if (off & IP_MF)
+		return NULL;
+	flight_key(h, off & IP_OFFSET, &key);
+	return lookup_flight(&key);
+}
+
 /* The flight of the packet that completes a datagram at IP (its last fragment,
  * or the whole datagram), seen after its stack entry. */
 static __always_inline struct sp_flight *completing_flight(const void *ip)
 {
-	struct sp_flight_key key = {};
 	struct sp_flight *f;
 	struct ip_udp h;
-	__u16 off;
 
 	if (!ip_header(ip, &h))
 		return NULL;
-	off = frag_off(&h);
-	if (off & IP_MF)
-		return NULL;
-	flight_key(&h, off & IP_OFFSET, &key);
-	f = lookup_flight(&key);
+	f = last_packet_flight(&h);
 	return f && f->t_last ? f : NULL;
 }
 

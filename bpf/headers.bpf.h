@@ -99,6 +99,16 @@ static __always_inline __u32 skb_netns(const struct sk_buff *skb)
 	return BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
 }
 
+/* Whether skb's device is hardware (it has a parent on a bus: PCI, virtio),
+ * so that what it transmits leaves this kernel; veth, loopback, bridges and
+ * tunnels have none. */
+static __always_inline bool skb_leaves_host(const struct sk_buff *skb, bool typed)
+{
+	struct net_device *dev = READ(typed, skb, dev);
+
+	return dev && READ(typed, dev, dev.parent);
+}
+
 /* The headers net_dev_queue read from an skb, for the device hooks after it
  * on the same CPU (over veth all of them: transmit, receive, stack entry), so
  * that they skip the probe read. A note names its skb by address, data buffer
@@ -110,7 +120,8 @@ struct skb_note {
 	__u64 skb;
 	__u64 head;
 	__u32 truesize;
-	__u32 kind;	/* of IPv4 UDP or TCP packets, whose headers are in h */
+	__u16 kind;	/* of IPv4 UDP or TCP packets, whose headers are in h */
+	__u16 traced;	/* a first packet sent by a traced send: a flight began */
 	struct ip_udp h;
 };
 
@@ -143,7 +154,8 @@ static __always_inline __u32 note_kind(bool ours, const struct ip_udp *h)
 }
 
 /* Typed programs only: reading skb's fields costs nothing there. */
-static __always_inline void leave_note(const struct sk_buff *skb, bool ours, const struct ip_udp *h)
+static __always_inline void leave_note(const struct sk_buff *skb, bool ours, bool traced,
+				       const struct ip_udp *h)
 {
 	struct skb_note *note = note_slot(skb);
 
@@ -153,24 +165,31 @@ static __always_inline void leave_note(const struct sk_buff *skb, bool ours, con
 	note->head = (__u64)skb->head;
 	note->truesize = skb->truesize;
 	note->kind = note_kind(ours, h);
+	note->traced = traced;
 	if (ours)
 		note->h = *h;
 }
 
 /* The headers of skb at a device hook after net_dev_queue, when they matter
- * to it: a datagram's first packet, and at the stack entry (the last hook,
- * which wipes the note) its last fragment too. From this CPU's note when it
- * has one, else read from the packet. */
+ * to it: a datagram's first packet, and its last fragment too where last
+ * says so (always at the stack entry, the last hook, which wipes the note).
+ * From this CPU's note when it has one, else read from the packet. traced
+ * says whether a traced send on this kernel sent it (its flight began then,
+ * so a receive that finds none must not begin another): only a note knows. */
 static __always_inline bool device_headers(const struct sk_buff *skb, bool typed,
-					   enum device_hook at, struct ip_udp *h)
+					   enum device_hook at, bool last, struct ip_udp *h,
+					   bool *traced)
 {
 	struct skb_note *note = typed ? note_slot(skb) : NULL;
 
+	*traced = false;
 	if (note && note->skb == (__u64)skb && note->head == (__u64)skb->head &&
 	    note->truesize == skb->truesize) {
+		*traced = note->traced;
 		if (at == AT_STACK)
 			note->skb = 0;
-		if (note->kind != NOTE_FIRST && !(at == AT_STACK && note->kind == NOTE_LAST))
+		if (note->kind != NOTE_FIRST &&
+		    !((last || at == AT_STACK) && note->kind == NOTE_LAST))
 			return false;
 		*h = note->h;
 		return true;

@@ -18,6 +18,7 @@
 #include "filters.bpf.h"
 #include "stamps.bpf.h"
 #include "flights.bpf.h"
+#include "residence.bpf.h"
 
 /* Datagrams written to a packet socket ring, per traced network namespace
  * (the index of its inode in cfg.netns), not yet taken by a receiver woken
@@ -61,15 +62,19 @@ static __always_inline struct ring_pending *ring_of(__u32 netns)
 }
 
 /* The ring receiver has seen the request of flight f by now. */
-static __always_inline void ring_delivered(struct sp_flight *f, __u64 now)
+static __always_inline void ring_delivered(const struct sp_flight_key *key, struct sp_flight *f,
+					   __u64 now)
 {
 	if (now - arrived(f) > STALE_SEND_NS) {
 		miss(SP_MISS_KEY_REUSED);	/* another datagram's flight: see enqueued() */
 	} else {
 		record_stage(f->path, SP_STAGE_RING_WAIT, f->t_pkt ?: arrived(f), now);
-		record_stage(f->path, SP_STAGE_TOTAL, f->t_send, now);
+		record_stage(f->path, SP_STAGE_TOTAL, flight_begin(f), now);
 		count(f->path, SP_CNT_DELIVERED);
 		count(f->path, SP_CNT_RING_DELIVERED);
+		if (f->origin == SP_ORIGIN_RECEIVE)
+			count(f->path, SP_CNT_RECEIVE_ONLY);
+		request_read(key->saddr, f->sport, f->t_rx ?: f->t_stack, f->t_pkt ?: arrived(f), now);
 	}
 	drop_flight(f);
 }
@@ -87,7 +92,7 @@ static __always_inline void ring_answered(const struct ip_udp *h, __u64 t_send)
 		return;
 	f = lookup_flight(key);
 	if (f && f->path == SP_PATH_REQUEST && t_send > f->t_last)
-		ring_delivered(f, t_send);
+		ring_delivered(key, f, t_send);
 	bpf_map_delete_elem(&ring_waiting, &client);
 }
 

@@ -29,6 +29,7 @@
 #include "filters.bpf.h"
 #include "stamps.bpf.h"
 #include "flights.bpf.h"
+#include "residence.bpf.h"
 #include "sockq.bpf.h"
 #include "rings.bpf.h"
 #include "stashes.bpf.h"
@@ -37,6 +38,15 @@
 #define MSG_PEEK 2
 
 char LICENSE[] SEC("license") = "GPL";
+
+/* Whether skb, queued to a device of this kernel, was sent inside the traced
+ * host (its device's namespace is in scope): a receive of it here that finds
+ * no flight must not begin one (its flight was evicted, or its thread's send
+ * stamp taken), as it would for a datagram from afar. Typed programs only. */
+static __always_inline bool sent_in_scope(const struct sk_buff *skb)
+{
+	return !cfg.filter_netns || netns_ok(skb->dev->nd_net.net->ns.inum);
+}
 
 /* First fragment queued to the device, inside a traced send: a flight starts. */
 static __always_inline int on_dev_queue(const struct sk_buff *skb, bool typed)
@@ -50,7 +60,7 @@ static __always_inline int on_dev_queue(const struct sk_buff *skb, bool typed)
 
 	ours = ip_header(tx_ip(skb, typed), &h);
 	if (typed)
-		leave_note(skb, ours, &h);
+		leave_note(skb, ours, ours && sent_in_scope(skb), &h);
 	if (!ours || (frag_off(&h) & IP_OFFSET))
 		return 0;
 	tid = (__u32)bpf_get_current_pid_tgid();
@@ -106,28 +116,137 @@ static __always_inline int on_fragment(const void *ip)
 	return 0;
 }
 
-/* Driver transmit of a datagram's first packet: the qdisc stage ends. */
+/* A datagram sent on this host whose receiver is not on it: it ends at its
+ * last fragment's (headers h) driver transmit (t_out). */
+static __always_inline void send_only(struct sp_flight *f, const struct ip_udp *h, __u64 t_out)
+{
+	__u32 frags = 1;
+
+	if (f->frag_payload)
+		frags = (frag_off(h) & IP_OFFSET) * 8 / f->frag_payload + 1;
+	record_value(f->path, SP_NSTAGES + SP_HIST_FRAGS, frags);
+	record_stage(f->path, SP_STAGE_TX_FRAGS, f->t_queue, t_out);
+	record_stage(f->path, SP_STAGE_TOTAL, f->t_send, t_out);
+	count(f->path, SP_CNT_SEND_ONLY);
+	drop_flight(f);
+}
+
+/* The last fragment (or only packet) of a datagram sent here left through the
+ * driver: the client's request or the server's response is out, and through
+ * hardware the datagram leaves this kernel. */
+static __always_inline void last_out(const struct sk_buff *skb, bool typed, const struct ip_udp *h,
+				     struct sp_flight *f, __u64 now)
+{
+	f->t_xmit_last = now;
+	if (h->ip.protocol == IPPROTO_UDP && f->origin == SP_ORIGIN_SEND) {
+		if (f->path == SP_PATH_REQUEST)
+			request_left(h->ip.saddr, f->sport, f->t_send, now);
+		else
+			response_left(h->ip.daddr, f->dport, f->t_send, now);
+	}
+	if (skb_leaves_host(skb, typed))
+		send_only(f, h, now);
+}
+
+/* Driver transmit of a datagram's first packet (the qdisc stage ends) and of
+ * its last (see last_out). */
 static __always_inline int on_dev_xmit(const struct sk_buff *skb, bool typed)
 {
 	struct sp_flight *f;
 	struct ip_udp h;
+	bool here;
+	__u64 now;
+	__u16 off;
 
-	if (!device_headers(skb, typed, AT_XMIT, &h) || !(f = head_flight(&h)) || f->t_xmit)
+	if (!device_headers(skb, typed, AT_XMIT, true, &h, &here))
 		return 0;
-	f->t_xmit = bpf_ktime_get_ns();
-	record_stage(f->path, SP_STAGE_QDISC, f->t_queue, f->t_xmit);
+	off = frag_off(&h);
+	f = off & IP_OFFSET ? last_packet_flight(&h) : head_flight(&h);
+	if (!f)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (!(off & IP_OFFSET) && !f->t_xmit) {
+		f->t_xmit = now;
+		record_stage(f->path, SP_STAGE_QDISC, f->t_queue, now);
+	}
+	if (!(off & IP_MF) && !f->t_xmit_last)
+		last_out(skb, typed, &h, f, now);
 	return 0;
 }
 
-/* Device receive of a datagram's first packet: the driver stage ends. */
+/* A first fragment (or only packet) at this host's receive with no flight:
+ * sent off the traced host (another host, or a namespace out of scope). Its
+ * flight starts here, at the device receive (at_device: t_rx) or the stack
+ * entry. Not when a pid or cgroup names the senders followed: a packet being
+ * received belongs to no process yet. */
+static __always_inline struct sp_flight *arrived_from_afar(const struct ip_udp *h, __u64 now,
+							    bool at_device)
+{
+	struct sp_flight_key key = {};
+	struct sp_flight flight = { .origin = SP_ORIGIN_RECEIVE };
+	__u16 off = frag_off(h);
+
+	if (cfg.filter_tgid || cfg.filter_cgroup)
+		return NULL;
+	if (h->ip.protocol != IPPROTO_UDP || (off & IP_OFFSET) || classify(h, &flight.path))
+		return NULL;
+	flight.len = payload_len(h);
+	if (!flight.len)
+		return NULL;
+	if (at_device)
+		flight.t_rx = now;
+	else
+		flight.t_stack = now;
+	flight.sport = h->sport;
+	flight.dport = h->dport;
+	flight_key(h, off & IP_MF, &key);
+	if (key.fragmented)
+		flight.frag_payload = bpf_ntohs(h->ip.tot_len) - h->ip.ihl * 4;
+	insert_flight(&key, &flight, now);
+	count(flight.path, SP_CNT_ARRIVED);
+	return lookup_flight(&key);
+}
+
+/* Whether a packet received by skb's device is off the traced host (a
+ * namespace out of scope). A datagram sent here whose last fragment (or only
+ * packet) arrives there had its receiver off the host: it ends send-only, at
+ * its last fragment's transmit. */
+static __always_inline bool off_host(const struct sk_buff *skb, const struct ip_udp *h)
+{
+	struct sp_flight *f;
+
+	if (!cfg.filter_netns || netns_ok(skb_netns(skb)))
+		return false;
+	f = last_packet_flight(h);
+	if (f && f->origin == SP_ORIGIN_SEND)
+		send_only(f, h, f->t_xmit_last ?: bpf_ktime_get_ns());
+	return true;
+}
+
+/* Device receive of a datagram's first packet: the driver stage ends, or (sent
+ * off the host) its flight begins. Every device-receive tracepoint calls this
+ * (netif_rx, and the NAPI/GRO entries of NIC drivers and of veth in NAPI mode):
+ * the first to fire for a datagram stamps it. */
 static __always_inline int on_dev_rx(const struct sk_buff *skb, bool typed)
 {
 	struct sp_flight *f;
 	struct ip_udp h;
+	bool here;
+	__u64 now;
 
-	if (!device_headers(skb, typed, AT_RX, &h) || !(f = head_flight(&h)) || f->t_rx)
+	if (!device_headers(skb, typed, AT_RX, cfg.filter_netns, &h, &here) ||
+	    off_host(skb, &h) || (frag_off(&h) & IP_OFFSET))
 		return 0;
-	f->t_rx = bpf_ktime_get_ns();
+	f = head_flight(&h);
+	now = bpf_ktime_get_ns();
+	if (!f) {
+		if (!here)
+			arrived_from_afar(&h, now, true);
+		return 0;
+	}
+	if (f->t_rx)
+		return 0;
+	f->t_rx = now;
 	record_stage(f->path, SP_STAGE_DRIVER, f->t_xmit, f->t_rx);
 	return 0;
 }
@@ -162,17 +281,28 @@ static __always_inline int on_stack_rx(const struct sk_buff *skb, bool typed)
 {
 	struct sp_flight *f;
 	struct ip_udp h;
+	bool here;
 	__u16 off;
 
-	if (!device_headers(skb, typed, AT_STACK, &h))
+	if (!device_headers(skb, typed, AT_STACK, true, &h, &here) ||
+	    (cfg.filter_netns && !netns_ok(skb_netns(skb))))
 		return 0;
 	off = frag_off(&h);
 	if (off & IP_OFFSET)
 		return off & IP_MF ? 0 : on_last_fragment(skb, &h);
 	f = head_flight(&h);
-	if (!f || f->t_stack)
+	/* Sent by a traced send (its flight is gone: evicted), or from afar but
+	 * begun at the device receive if that is hooked (then it is gone too). */
+	if (!f && (here || cfg.rx_hook))
 		return 0;
-	f->t_stack = bpf_ktime_get_ns();
+	if (!f)
+		f = arrived_from_afar(&h, bpf_ktime_get_ns(), false);
+	else if (f->t_stack)
+		return 0;
+	else
+		f->t_stack = bpf_ktime_get_ns();
+	if (!f)
+		return 0;
 	record_stage(f->path, SP_STAGE_BACKLOG, f->t_rx, f->t_stack);
 	if ((off & IP_MF) && f->t_last) {
 		record_value(f->path, SP_STAGE_FRAG_TRAIN, f->t_stack - f->t_last);
@@ -190,14 +320,18 @@ static __always_inline int on_stack_rx(const struct sk_buff *skb, bool typed)
  * socket can both find it at the tail: only the first records it. */
 static __always_inline void enqueued(struct sp_flight *f)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_ns(), in = arrived(f) ?: f->t_rx;
 
 	/* A datagram is queued within microseconds of its stack entry: a flight
 	 * that old is another datagram's, its key reused (a 16-bit IP ID wraps). */
-	if (now - arrived(f) > STALE_SEND_NS)
+	if (now - in > STALE_SEND_NS)
 		return;
 	if (__sync_val_compare_and_swap(&f->t_enq, 0, now))
 		return;
+	/* GRO merged it with others before the stack entry, which saw only the
+	 * merged packet's first: its ip_udp is not known. */
+	if (!arrived(f))
+		count(f->path, SP_CNT_STACK_UNSEEN);
 	record_stage(f->path, SP_STAGE_IP_UDP, arrived(f), now);
 	record_stage(f->path, SP_STAGE_UDP_RCV, f->t_udp, now);
 	count(f->path, SP_CNT_ENQUEUED);
@@ -403,7 +537,7 @@ static __always_inline int on_ring_wake(bool polled)
 		key = &pending->keys[(head + i) % SP_RING_PENDING];
 		f = lookup_flight(key);
 		if (f)
-			ring_delivered(f, now);
+			ring_delivered(key, f, now);
 	}
 	pending->head = tail;
 	return 0;
@@ -418,25 +552,34 @@ static __always_inline int on_recvmmsg_ret(long ret)
 }
 
 /* The receive call now returning handed the datagram of flight f over. */
-static __always_inline void delivered(const struct sp_flight *f)
+static __always_inline void delivered(const struct sp_flight_key *key, const struct sp_flight *f)
 {
 	__u64 now = bpf_ktime_get_ns(), wait_from = f->t_enq, start, *t_enter;
+	__u64 in = arrived(f) ?: f->t_rx;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
-	if (now - arrived(f) > STALE_SEND_NS) {
+	if (now - in > STALE_SEND_NS) {
 		miss(SP_MISS_KEY_REUSED);	/* another datagram's flight: see enqueued() */
 		return;
 	}
 	if (!wait_from) {
 		count(f->path, SP_CNT_ENQUEUE_UNSEEN);
-		wait_from = arrived(f);
+		wait_from = in;
 	}
 	t_enter = thread_stamp(&recv_start, tid);
 	start = t_enter && *t_enter > wait_from ? *t_enter : wait_from;
 	record_stage(f->path, SP_STAGE_SOCK_WAIT, wait_from, start);
 	record_stage(f->path, SP_STAGE_RECV, start, now);
-	record_stage(f->path, SP_STAGE_TOTAL, f->t_send, now);
+	record_stage(f->path, SP_STAGE_TOTAL, flight_begin(f), now);
 	count(f->path, SP_CNT_DELIVERED);
+	if (f->origin == SP_ORIGIN_RECEIVE)
+		count(f->path, SP_CNT_RECEIVE_ONLY);
+	if (key->proto != IPPROTO_UDP)
+		return;
+	if (f->path == SP_PATH_REQUEST)
+		request_read(key->saddr, f->sport, f->t_rx ?: f->t_stack, wait_from, now);
+	else
+		response_read(key->daddr, f->dport, f->t_rx ?: f->t_stack, wait_from, start, now);
 }
 
 /* The datagram this receive returned, then the next head of the queue. */
@@ -463,8 +606,8 @@ static __always_inline int on_datagram_recv(const struct sock *sk, bool typed, i
 	}
 	if (f && copy.len != ret)
 		miss(SP_MISS_PAIR_MISMATCH);
-	else if (f && arrived(&copy))
-		delivered(&copy);
+	else if (f && (arrived(&copy) || copy.t_rx))
+		delivered(key, &copy);
 	if (f)
 		drop_flight(f);
 	/* Free the head slot before looking at the queues again, so that an
@@ -494,7 +637,7 @@ static __always_inline int on_stream_recv(const struct sock *sk, bool typed)
 		return 0;
 	f = lookup_flight(&head->key);
 	if (f && arrived(f))
-		delivered(f);
+		delivered(&head->key, f);
 	if (f)
 		drop_flight(f);
 	bpf_map_delete_elem(&stream_head, &id);

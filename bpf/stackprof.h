@@ -29,12 +29,20 @@
 #define SP_RING_PENDING 64
 #endif
 
-/* Which way a datagram goes: to the service port, or from it. */
+/* Which way a datagram goes: to the service port, or from it; and the two
+ * residence paths, one sample per request answered: on the host that serves
+ * the ports (SERVER: request in -> its response out) and on the host of the
+ * clients (CLIENT: request sent -> its response received). */
 enum sp_path {
 	SP_PATH_REQUEST,
 	SP_PATH_RESPONSE,
+	SP_PATH_SERVER,
+	SP_PATH_CLIENT,
 	SP_NPATHS,
 };
+
+/* The datagram paths (request, response): the ones flights follow. */
+#define SP_NDGRAM_PATHS 2
 
 /* Stages of one datagram, in the order its time is spent; TOTAL spans them all. */
 enum sp_stage {
@@ -60,6 +68,14 @@ enum sp_stage {
 	/* PF_PACKET ring receivers, in place of ip_udp, sock_wait and recv. */
 	SP_STAGE_PKT_DELIVER,
 	SP_STAGE_RING_WAIT,
+	/* A datagram whose receiver is off the traced host: first fragment queued
+	 * -> its last fragment's driver transmit. */
+	SP_STAGE_TX_FRAGS,
+	/* Residence paths (server, client). */
+	SP_STAGE_RX_STACK,	/* device receive -> socket enqueue (or ring delivery) */
+	SP_STAGE_APP,		/* request's receive returns -> response's send syscall */
+	SP_STAGE_TX_STACK,	/* send syscall -> last fragment's driver transmit */
+	SP_STAGE_AWAY,		/* request's last fragment out -> response's first in */
 	SP_NSTAGES,
 };
 
@@ -91,6 +107,10 @@ enum sp_path_counter {
 	SP_CNT_DEFRAG_LOCAL,
 	SP_CNT_DEFRAG_NETFILTER,
 	SP_CNT_RING_DELIVERED,
+	SP_CNT_ARRIVED,		/* flights begun at a receive: sent off the traced host */
+	SP_CNT_RECEIVE_ONLY,	/* delivered, followed from their receive only */
+	SP_CNT_SEND_ONLY,	/* ended at their last fragment's driver transmit */
+	SP_CNT_STACK_UNSEEN,	/* delivered with no stack entry seen (GRO merged them) */
 	SP_NPATH_COUNTERS,
 };
 
@@ -102,6 +122,7 @@ enum sp_miss {
 	SP_MISS_OUT_OF_RANGE,
 	SP_MISS_RING_FULL,
 	SP_MISS_THREAD_SLOT,
+	SP_MISS_PAIRS_FULL,	/* a request could not be remembered for its response */
 	SP_NMISS,
 };
 
@@ -148,11 +169,35 @@ struct sp_flight {
 	__u64 t_pkt;
 	__u64 t_ip_rcv;
 	__u64 t_local_in;
+	__u64 t_xmit_last;	/* driver transmit of the last fragment */
 	__u32 path;
 	__u32 frag_payload;
 	__u32 len;
 	__u16 sport;	/* the UDP ports, which later fragments do not carry */
 	__u16 dport;
+	__u32 origin;	/* enum sp_origin */
+};
+
+/* Where a flight began: at a traced send, or at a receive (sent elsewhere). */
+enum sp_origin {
+	SP_ORIGIN_SEND,
+	SP_ORIGIN_RECEIVE,
+	SP_NORIGINS,
+};
+
+/* A request remembered for its response, keyed by the client's address and
+ * port: on the server, when its receive returned; on the client, when its
+ * last fragment left. */
+struct sp_pair_key {
+	__u32 addr;
+	__u16 port;
+	__u16 pad;
+};
+
+struct sp_pair {
+	__u64 t_begin;	/* server: first fragment's receive; client: send syscall */
+	__u64 t_enq;	/* server: socket enqueue (or ring delivery) */
+	__u64 t_recv;	/* server: receive return; client: last fragment out */
 };
 
 /* A slot of the in-flight table (key.proto 0: free). */
@@ -174,6 +219,8 @@ struct sp_config {
 	__u32 fine_tx;	/* ip_do_fragment or ip_finish_output2 hooked: split the send */
 	__u32 sock_storage;	/* sockets reached typed everywhere: heads in their storage */
 	__u32 drop_hook;	/* skb:kfree_skb hooked: drops are counted there, by reason */
+	__u32 residence;	/* pair requests with responses: server and client paths */
+	__u32 rx_hook;		/* a device receive is hooked: flights from afar begin there */
 	__u64 cgroup_id;
 };
 

@@ -2,7 +2,8 @@
 
 Attach kinds come proved (:mod:`profiler.doctor`); the rest is read from the
 running system: BTF, RDS, PF_PACKET rings, conntrack's defragmentation, tracefs,
-bpffs and BPF run-time statistics. Nothing here loads BPF.
+bpffs and BPF run-time statistics, and the verdict of the receive self-test
+(:mod:`profiler.receive`). Nothing here loads BPF.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import struct
 from pathlib import Path
 
 from profiler import kallsyms, loader
-from profiler.diagnosis import PROBES, Check, HookPoint, KindResult
+from profiler.diagnosis import PROBES, Check, HookPoint, KindResult, RxSelfTest
 from profiler.errors import one_line
+from profiler.hooks import DEVICE_RECEIVES
 from profiler.transports import rds_missing
 
 BTF = Path("/sys/kernel/btf/vmlinux")
@@ -249,3 +251,29 @@ def bpf_stats_check() -> Check:
         "run time (the overhead benchmark needs it)",
         "sysctl -w kernel.bpf_stats_enabled=1 while measuring (it costs ~8% throughput)",
     )
+
+
+def receive_check(tests: list[RxSelfTest]) -> Check:
+    """Whether a device-receive tracepoint fired for the datagrams of each receive mode."""
+    ran = [t for t in tests if t.ran and t.received]
+    seen = {t.mode: [n for n in t.fired_names() if n in DEVICE_RECEIVES] for t in ran}
+    detail = "; ".join(
+        f"{t.mode}: {', '.join(seen[t.mode]) or 'none'} ({t.received}/{t.datagrams} datagrams)"
+        for t in ran
+    )
+    other = [t for t in tests if t not in ran]
+    not_run = "; ".join(f"{t.mode}: {t.skipped or t.error or 'no datagram arrived'}" for t in other)
+    if not ran:
+        return Check("rx_selftest", "info", f"receive self-test not run: {not_run}")
+    if not_run:
+        detail += f"; not run: {not_run}"
+    blind = [t.mode for t in ran if not seen[t.mode]]
+    if blind:
+        return Check(
+            "rx_selftest",
+            "missing",
+            f"no device-receive tracepoint fired: {detail}",
+            f"dev_rx stamps no datagram received the {'/'.join(blind)} way here: "
+            "the driver and backlog stages are not observed for such devices",
+        )
+    return Check("rx_selftest", "info" if other else "ok", f"device receive fired: {detail}")

@@ -205,18 +205,41 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--server-cpu", type=_int_range(0, 4095, "CPU"))
     t.add_argument("--client-cpu", type=_int_range(0, 4095, "CPU"))
     t.add_argument("--port", type=_int_range(1, 65535, "port"), default=7000)
+    t.add_argument(
+        "--rx",
+        choices=("backlog", "napi"),
+        default="backlog",
+        help="how each veth end receives: backlog (netif_rx, veth's default) or napi "
+        "(NAPI/GRO, as a NIC driver's receive path)",
+    )
+    t.add_argument(
+        "--scope",
+        choices=("both", "server", "client"),
+        default="both",
+        help="the traced host: both namespaces, or only the server's (or the clients') "
+        "as a production host sees it; the workload is the same",
+    )
     _transport_options(t)
     cli_lab.workload_options(t)
     _common(t)
 
     a = sub.add_parser("attach", help="trace existing traffic to/from a port range")
     a.add_argument("--ports", type=_port_range, required=True, help="service ports, LO-HI")
-    a.add_argument("--pid", type=_int_range(1, 1 << 22, "pid"))
+    a.add_argument(
+        "--pid",
+        type=_int_range(1, 1 << 22, "pid"),
+        help="follow only what this process sends (from its send: no receive-only datagrams)",
+    )
     a.add_argument(
         "--netns",
-        help="senders' namespaces, comma-separated: names (/run/netns) or paths (/proc/PID/ns/net)",
+        help="the traced host: its network namespaces, comma-separated, names (/run/netns) or "
+        "paths (/proc/PID/ns/net); default every namespace on this kernel. A datagram sent "
+        "outside them is followed from its receive, one received outside them to its last "
+        "fragment's driver transmit",
     )
-    a.add_argument("--cgroup", type=Path, help="cgroup v2 directory of the senders")
+    a.add_argument(
+        "--cgroup", type=Path, help="cgroup v2 directory of the senders (followed from their send)"
+    )
     a.add_argument(
         "--save-every",
         type=_interval,

@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 
 from profiler import abi
+from profiler.hooks import DATAGRAM_PATHS
 from profiler.loader import Tracer
 from profiler.run import Run, histogram_from_buckets
+from profiler.unobserved import note_unobserved
 
 INCOMPLETE_AGE_NS = 1_000_000_000
 # Causes of datagrams dropped whole, and of fragments dropped (abi.DROP_CAUSES less
@@ -75,7 +77,7 @@ def flights_left(
         row["in_flight"] += 1
         if flight_complete(key, value, ring and path == "request"):
             row["undelivered"] += 1
-        elif now - max(value.t_stack, value.t_last, value.t_queue) >= older_than_ns:
+        elif now - max(value.t_stack, value.t_last, value.t_queue, value.t_rx) >= older_than_ns:
             row["incomplete" if key.fragmented else "in_transit"] += 1
     return left
 
@@ -98,6 +100,9 @@ def fill_run(run: Run, stats: Any, recursion_misses: int = 0) -> Run:
         row.update({f"kernel_{k}": v for k, v in kernel.items()})
         row["traced"] = kernel["delivered"]
         row["sent"] = kernel["sent"]  # until the applications' own count replaces it
+        row["both_ends"] = kernel["delivered"] - kernel["receive_only"]
+        row["receive_only"] = kernel["receive_only"]
+        row["send_only"] = kernel["send_only"]
         lost = {c: int(stats.lost[index][i]) for i, c in enumerate(abi.DROP_CAUSES)}
         frags = {c: int(stats.frags_dropped[index][i]) for i, c in enumerate(abi.DROP_CAUSES)}
         row["incomplete"] = lost["incomplete"]
@@ -129,11 +134,15 @@ def collect(tracer: Tracer, run: Run, older_than_ns: int = INCOMPLETE_AGE_NS) ->
     fill_run(run, copy_stats(tracer), tracer.recursion_misses())
     evicted = 0
     for path, left in flights_left(tracer, older_than_ns).items():
+        if path not in DATAGRAM_PATHS:
+            continue
         row = run.datagrams[path]
-        ended = row["incomplete"] + sum(row[f"dropped_{c}"] for c in DROPPED)
+        ended = row["incomplete"] + sum(row[f"dropped_{c}"] for c in DROPPED) + row["send_only"]
         row["incomplete"] += left["incomplete"]
         row["undelivered"] = left["undelivered"]
         row["in_transit"] = left["in_transit"]
-        evicted += max(0, row["kernel_sent"] - row["kernel_delivered"] - ended - left["in_flight"])
+        started = row["kernel_sent"] + row["kernel_arrived"]
+        evicted += max(0, started - row["kernel_delivered"] - ended - left["in_flight"])
     run.missed["flights_lost"] = evicted
+    note_unobserved(run)
     return run

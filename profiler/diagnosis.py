@@ -1,4 +1,5 @@
-"""What doctor finds, as data: the attach kinds it proves, the hook points, the checks.
+"""What doctor finds, as data: the attach kinds it proves, the hook points, the receive
+tracepoints and which of them fired in its self-test, the checks.
 
 Filled by :mod:`profiler.doctor` (which loads BPF to prove things) and read
 by :mod:`profiler.views.doctor` (which draws it) and ``--json`` (``as_json``):
@@ -88,6 +89,45 @@ class HookPoint:
 
 
 @dataclass
+class ReceiveHook:
+    """A receive-path tracepoint: whether this kernel has it and which attach kind loads."""
+
+    name: str
+    boundary: str  # the hook point it serves (dev_rx, stack_rx)
+    exists: bool | None  # in tracefs events/net; None: could not tell (not root)
+    kind: str | None  # the attach kind that loads and attaches for it; None: none did
+    refused: list[str] = field(default_factory=list)  # the kinds tried before, or why none
+
+
+@dataclass
+class RxSelfTest:
+    """One receive mode of doctor's self-test: UDP datagrams sent between two throwaway
+    namespaces over veth, and each receive tracepoint's events on the receiving device."""
+
+    mode: str  # "backlog" (veth's netif_rx) or "napi" (GRO on: NAPI, as a NIC driver)
+    datagrams: int  # sent (payload bytes each, fragmented at mtu)
+    payload: int
+    mtu: int
+    received: int = 0
+    fired: dict[str, int] = field(default_factory=dict)  # tracepoint -> events
+    skipped: str | None = None  # why it did not run
+    error: str | None = None  # why it stopped
+
+    @property
+    def fragments(self) -> int:
+        """IP packets per datagram: the UDP header and payload cut at MTU less the IP header."""
+        per_packet = (self.mtu - 20) // 8 * 8
+        return -(-(self.payload + 8) // per_packet)
+
+    @property
+    def ran(self) -> bool:
+        return self.skipped is None and self.error is None
+
+    def fired_names(self) -> list[str]:
+        return [name for name, n in self.fired.items() if n]
+
+
+@dataclass
 class Diagnosis:
     """Everything doctor found; ``as_json`` is the --json document."""
 
@@ -99,6 +139,8 @@ class Diagnosis:
     missing_required: list[str]
     checks: list[Check]
     probe_object: str = PROBE_OBJECT_NAME  # the file the attach kinds were proved with
+    receive_hooks: list[ReceiveHook] = field(default_factory=list)
+    rx_selftest: list[RxSelfTest] = field(default_factory=list)
 
     @property
     def core_trace_ok(self) -> bool:
@@ -114,4 +156,9 @@ class Diagnosis:
             "unobserved": self.unobserved,
             "missing_required": self.missing_required,
             "checks": {c.name: asdict(c) for c in self.checks},
+            "receive_hooks": {h.name: asdict(h) for h in self.receive_hooks},
+            "rx_selftest": {
+                t.mode: {**asdict(t), "fragments": t.fragments, "fired_names": t.fired_names()}
+                for t in self.rx_selftest
+            },
         }

@@ -3,6 +3,8 @@
 Every attach kind is proved by loading (and, where it is harmless, attaching) a trivial program
 of ``bpf/probe.bpf.c``; the hook per hook point is what ``choose_hooks`` picks, the same proof
 ``stackprof trace`` runs. Version numbers are never consulted: distributions backport and strip.
+The receive tracepoints, and which of them fire for datagrams received by netif_rx and
+by NAPI/GRO, come from :mod:`profiler.receive`'s proof and self-test.
 The result is a :class:`~profiler.diagnosis.Diagnosis` (the checks of features and
 settings are :mod:`profiler.checks`); drawing it is :mod:`profiler.views.doctor`'s
 business, and nothing here imports rich.
@@ -17,7 +19,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from profiler import checks, kallsyms, loader
+from profiler import checks, kallsyms, loader, receive
 from profiler.diagnosis import PROBE_OBJECT_NAME, PROBES, Diagnosis, HookPoint, KindResult, Probe
 from profiler.errors import one_line
 from profiler.hooks import BOUNDARIES, Candidate
@@ -155,6 +157,8 @@ def diagnose(probe_object: Path = PROBE_OBJECT, object_path: Path = loader.OBJEC
         attach, choice = _unproved("not proved: loading BPF needs root")
     results = {r.kind: r for r in attach}
     points = hook_points(choice)
+    rx_hooks = receive.receive_hooks(choice, object_path, root)
+    rx_tests = receive.self_test(root)
     found = [
         checks.root_check(root),
         *checks.hook_checks(points, choice.unobserved()),
@@ -166,6 +170,7 @@ def diagnose(probe_object: Path = PROBE_OBJECT, object_path: Path = loader.OBJEC
         checks.tracefs_check(tracefs_was_mounted, root),
         checks.bpffs_check(),
         checks.bpf_stats_check(),
+        checks.receive_check(rx_tests),
     ]
     return Diagnosis(
         kernel=os.uname().release,
@@ -176,4 +181,6 @@ def diagnose(probe_object: Path = PROBE_OBJECT, object_path: Path = loader.OBJEC
         missing_required=choice.missing_required(),
         checks=found,
         probe_object=probe_object.name,
+        receive_hooks=rx_hooks,
+        rx_selftest=rx_tests,
     )

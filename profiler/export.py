@@ -23,8 +23,9 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
 
 from profiler import atomic
-from profiler.abi import PATHS, STAGES
+from profiler.abi import STAGES
 from profiler.buckets import bucket_bounds, bucket_of
+from profiler.hooks import run_paths
 from profiler.metrics import exposition, recorded
 from profiler.run import Run
 
@@ -91,7 +92,7 @@ def write_hdr_log(run: Run, path: Path) -> Path:
             stamp = datetime.fromtimestamp(start, UTC).isoformat(" ")
             writer.output_comment(f"[StartTime: {start:.3f} (seconds since epoch), {stamp}]")
         writer.output_legend()
-        for p in PATHS:
+        for p in run_paths(run.meta):
             for s in STAGES:
                 writer.output_tagged(run.stage(p, s), f"{p}/{s}", start, length)
         writer.output_tagged(run.client_rtt, RTT_TAG, start, length)

@@ -47,6 +47,26 @@ def _btf_family(target: str) -> tuple[Candidate, ...]:
     )
 
 
+# Device-receive tracepoints: netif_rx (veth, loopback, drivers without NAPI) and
+# the entries of NAPI drivers and GRO. A host has several kinds of device at once:
+# all are hooked together, and the first to fire for a datagram stamps it.
+DEVICE_RECEIVES = (
+    "netif_rx",
+    "napi_gro_receive_entry",
+    "napi_gro_frags_entry",
+    "netif_receive_skb_entry",
+    "netif_receive_skb_list_entry",
+)
+
+
+def _btf_together(*targets: str) -> tuple[Candidate, ...]:
+    """Several tracepoints hooked as one (tp_btf, else raw_tp)."""
+    return tuple(
+        Candidate(kind, ",".join(targets), tuple(f"{kind}_{t}" for t in targets))
+        for kind in ("tp_btf", "raw_tp")
+    )
+
+
 def _syscalls(*names: str, when: str = "enter") -> tuple[Candidate, ...]:
     return (
         Candidate(
@@ -98,7 +118,11 @@ BOUNDARIES: tuple[Boundary, ...] = (
     Boundary(
         "dev_xmit", "driver transmit of the first fragment", _btf_family("net_dev_start_xmit")
     ),
-    Boundary("dev_rx", "device receive of the first fragment", _btf_family("netif_rx")),
+    Boundary(
+        "dev_rx",
+        "device receive of the first fragment (netif_rx, or a NAPI/GRO entry)",
+        _btf_together(*DEVICE_RECEIVES) + _btf_family("netif_rx"),
+    ),
     Boundary("stack_rx", "stack entry of each fragment", _btf_family("netif_receive_skb")),
     Boundary(
         "sk_enqueue",
@@ -159,6 +183,7 @@ STAGE_SPANS: dict[str, tuple[str, str]] = {
     "total": ("send_enter", "recv_return"),
     "send": ("send_enter", "dev_queue"),
     "qdisc": ("dev_queue", "dev_xmit"),
+    "tx_frags": ("dev_queue", "dev_xmit"),
     "driver": ("dev_xmit", "dev_rx"),
     "backlog": ("dev_rx", "stack_rx"),
     "frag_train": ("stack_rx", "stack_rx"),
@@ -177,6 +202,26 @@ STAGE_SPANS: dict[str, tuple[str, str]] = {
     "pkt_deliver": ("stack_rx", "pkt_rcv"),
     "ring_wait": ("stack_rx", "ring_wake"),
 }
+
+# The paths flights follow (a datagram each way), and the residence paths: one
+# sample per request answered, on the host serving the ports and on the clients'.
+DATAGRAM_PATHS = ("request", "response")
+RESIDENCE_STAGES: dict[str, tuple[str, ...]] = {
+    "server": ("total", "rx_stack", "sock_wait", "app", "tx_stack"),
+    "client": ("total", "tx_stack", "away", "rx_stack", "sock_wait", "recv"),
+}
+# A residence stage's boundaries (its name in STAGE_SPANS is a datagram stage's).
+RESIDENCE_SPANS: dict[str, tuple[str, str]] = {
+    "rx_stack": ("dev_rx", "sk_enqueue"),
+    "app": ("recv_return", "send_enter"),
+    "tx_stack": ("send_enter", "dev_xmit"),
+    "away": ("dev_xmit", "dev_rx"),
+}
+# Stages a datagram followed from one end only lacks: sent off the traced host
+# (receive-only) it has none of the sender's; received off it (send-only), none
+# of the receiver's.
+SEND_SIDE = ("send", "qdisc", "driver", "udp_ip_tx", "fragment", "neigh_tx")
+SEND_ONLY_STAGES = ("total", "send", "qdisc", "tx_frags", "udp_ip_tx", "fragment", "neigh_tx")
 
 # Finer stages split a coarse one (they add up to it); views indent them and
 # leave them out of the shares of the time.
@@ -220,6 +265,11 @@ STAGE_HELP: dict[str, str] = {
     "pkt_deliver": "last fragment at stack entry -> written to the packet ring",
     "ring_wait": "-> the receiver has seen it: poll returns, or (V2) its next send",
     "ip_tcp": "segment at stack entry -> socket enqueue (IP, TCP)",
+    "tx_frags": "first fragment queued -> last fragment's driver transmit (receiver off the host)",
+    "rx_stack": "first fragment's device receive -> socket enqueue (or ring delivery)",
+    "app": "request's receive returns -> response's send syscall (the server's own work)",
+    "tx_stack": "send syscall -> last fragment's driver transmit",
+    "away": "request's last fragment out -> response's first in (wire and the other host)",
     "stream_wait": "socket enqueue -> the receive call that copies its last byte starts",
 }
 
@@ -264,9 +314,12 @@ def unused_boundaries(transport: str) -> tuple[str, ...]:
     return unused if transport == "udp-mmsg" else (*unused, "recvmmsg_ret")
 
 
-def stages_for(transport: str) -> tuple[str, ...]:
-    """The stages a run of this transport can have, finer ones after their parent."""
+def stages_for(transport: str, one_sided: bool = False) -> tuple[str, ...]:
+    """The stages a run of this transport can have, finer ones after their parent;
+    tx_frags only where datagrams may leave the traced host (one_sided)."""
     skip: tuple[str, ...] = () if transport in RING_TRANSPORTS else RING_STAGES
+    if not one_sided or transport in STREAM_TRANSPORTS:
+        skip += ("tx_frags",)
     if transport in STREAM_TRANSPORTS:
         skip += UDP_ONLY_STAGES
     order: list[str] = []
@@ -290,6 +343,25 @@ def unobserved_stages(chosen: dict[str, Candidate | None]) -> list[str]:
         for stage, (start, end) in STAGE_SPANS.items()
         if chosen.get(start) is None or chosen.get(end) is None
     ]
+
+
+def path_stages(info: Mapping[str, Any], path: str) -> tuple[str, ...]:
+    """The stages of one path of a run: a datagram path's from its metadata, a
+    residence path's fixed."""
+    return RESIDENCE_STAGES[path] if path in RESIDENCE_STAGES else run_stages(info)
+
+
+def run_paths(info: Mapping[str, Any]) -> tuple[str, ...]:
+    """The paths a run has: the datagram paths, and the residence paths where the
+    run paired requests with responses (runs saved before did not)."""
+    return (*DATAGRAM_PATHS, *RESIDENCE_STAGES) if info.get("residence") else DATAGRAM_PATHS
+
+
+def stage_span(path: str, stage: str) -> tuple[str, str]:
+    """The boundaries a stage of a path runs between."""
+    if path in RESIDENCE_STAGES and stage in RESIDENCE_SPANS:
+        return RESIDENCE_SPANS[stage]
+    return STAGE_SPANS[stage]
 
 
 def run_stages(info: Mapping[str, Any]) -> tuple[str, ...]:

@@ -218,6 +218,7 @@ class Tracer:
         heads = [self.choice.chosen.get(b) for b in SOCKET_HEADS]
         self.config.sock_storage = int(all(c and c.kind in TYPED_KINDS for c in heads))
         self.config.drop_hook = int(self.choice.chosen.get("drop") is not None)
+        self.config.rx_hook = int(self.choice.chosen.get("dev_rx") is not None)
         self.obj = BPFObject(self.path)
         try:
             self.obj.autoload_only({p for c in chosen for p in c.programs})
@@ -256,11 +257,15 @@ def make_config(
     tgid: int | None = None,
     cgroup_id: int | None = None,
     ring: str = "none",
+    residence: bool = True,
 ) -> ctypes.Structure:
-    """The rodata filters (service ports, namespaces, pid, cgroup), and how the
-    receiver reads (abi.RING_KINDS: a socket, or a PF_PACKET ring of frames or
-    blocks, where its requests end when it has seen them)."""
+    """The rodata filters (service ports, namespaces, pid, cgroup: the namespaces
+    are the traced host, its scope), how the receiver reads (abi.RING_KINDS: a
+    socket, or a PF_PACKET ring of frames or blocks, where its requests end when
+    it has seen them), and whether requests are paired with their responses (the
+    server and client paths)."""
     cfg = abi.Config(port_lo=port_lo, port_hi=port_hi, ring_receiver=abi.RING_KINDS.index(ring))
+    cfg.residence = int(residence)
     if netns:
         cfg.filter_netns = 1
         for i, inum in enumerate(netns[: abi.CONST["SP_MAX_NETNS"]]):

@@ -30,8 +30,9 @@ def bucket_layout(run: Run) -> dict[str, int]:
 
 
 def observed_stages(run: Run) -> tuple[str, ...]:
-    """The stages a run could see: its stage list less the unobserved ones."""
-    unobserved = set(run.meta.get("unobserved") or ())
+    """The stages a run could see: its stage list less those no hook could observe (a
+    stage silent for want of traffic, e.g. one-sided datagrams, can still be merged)."""
+    unobserved = set(run.meta.get("unobserved_hooks", run.meta.get("unobserved")) or ())
     return tuple(s for s in run.meta.get("stages") or () if s not in unobserved)
 
 

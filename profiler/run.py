@@ -17,8 +17,9 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from profiler import atomic
-from profiler.abi import PATHS, STAGES
+from profiler.abi import STAGES
 from profiler.buckets import bucket_value, nonzero
+from profiler.hooks import run_paths
 
 FORMAT = "stackprof-run"
 VERSION = 1
@@ -120,7 +121,7 @@ class Run:
     def stage_rows(self) -> list[dict[str, Any]]:
         """One summary row per (path, stage) in stage order, total first."""
         rows = []
-        for path in PATHS:
+        for path in run_paths(self.meta):
             for stage in STAGES:
                 rows.append({"path": path, "stage": stage, **hist_summary(self.stage(path, stage))})
         return rows
@@ -128,7 +129,7 @@ class Run:
     def datagram_rows(self) -> dict[str, dict[str, Any]]:
         """Per path: sent, traced, mean fragments per datagram, incomplete."""
         out: dict[str, dict[str, Any]] = {}
-        for path in PATHS:
+        for path in run_paths(self.meta):
             counts = self.datagrams.get(path, {})
             frags = self.frags.get(path)
             mean_frags = mean_value(frags) if frags else 0.0

@@ -44,8 +44,10 @@ def hooks_or_fail(
     return choice
 
 
-def base_meta(choice: HookChoice, transport: str) -> dict[str, Any]:
-    stages = stages_for(transport)
+def base_meta(choice: HookChoice, transport: str, one_sided: bool = False) -> dict[str, Any]:
+    """What every run says of itself; one_sided where datagrams may be followed from
+    one end only (the traced host is not every namespace they cross)."""
+    stages = stages_for(transport, one_sided)
     return {
         "kernel": platform.release(),
         "transport": transport,
@@ -57,6 +59,7 @@ def base_meta(choice: HookChoice, transport: str) -> dict[str, Any]:
         },
         "unobserved": list(stages) if transport in UNTRACED else choice.unobserved(stages),
         "untraced": UNTRACED.get(transport),
+        "residence": transport not in UNTRACED,
         "hooks_refused": choice.refused,
         "stage_help": STAGE_HELP,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -105,7 +108,7 @@ def finish(tracer: Tracer, run: Run) -> Run:
     assert tracer.obj is not None
     tracer.obj.detach()
     if tracer.choice.reproved:  # the remembered hooks failed: say which ones ran
-        fresh = base_meta(tracer.choice, run.meta["transport"])
+        fresh = base_meta(tracer.choice, run.meta["transport"], "tx_frags" in run.meta["stages"])
         run.meta.update({k: fresh[k] for k in ("hooks", "unobserved", "hooks_refused")})
     return collect(tracer, run, older_than_ns=0)
 
@@ -163,11 +166,12 @@ def attach(opts: AttachOptions, on_update: Update, on_interval: Interval | None 
     choice = hooks_or_fail(opts.kinds, opts.skip)
     run = Run(
         meta={
-            **base_meta(choice, "attach"),
+            **base_meta(choice, "attach", one_sided=True),
             "mtu": 0,
             "ports": [opts.port_lo, opts.port_hi],
             "pid": opts.pid,
             "netns": opts.netns,
+            "scope": opts.netns or "every network namespace on this kernel",
             "cgroup_id": opts.cgroup_id,
             "duration_s": opts.duration,
         }

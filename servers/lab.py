@@ -36,6 +36,8 @@ class TraceOptions:
     server_cpu: int | None = None
     client_cpu: int | None = None
     port: int = 7000
+    rx: str = "backlog"  # how veth receives (servers.topology.RX_MODES)
+    scope: str = "both"  # the traced host: both namespaces, or "server" / "client" only
     kinds: tuple[str, ...] = KINDS
     skip: tuple[str, ...] = ()
     options: TransportOptions = field(default_factory=TransportOptions)
@@ -47,8 +49,9 @@ def trace(opts: TraceOptions, on_update: Update) -> Run:
     choice = hooks_or_fail(opts.kinds, opts.skip, opts.transport)
     run = Run(
         meta={
-            **base_meta(choice, opts.transport),
+            **base_meta(choice, opts.transport, one_sided=opts.scope != "both"),
             "mtu": opts.mtu,
+            "rx": opts.rx,
             "clients": opts.clients,
             "request_size": opts.request_size,
             "response_size": opts.response_size,
@@ -78,11 +81,14 @@ class _Topology(Topology):
 
 def _trace_in_topology(opts: TraceOptions, choice: HookChoice, run: Run, on_update: Update) -> Run:
     """The topology, the tracer and the workload, each torn down whatever happens."""
-    with _Topology(opts.mtu) as topo:
+    with _Topology(opts.mtu, rx=opts.rx) as topo:
+        inodes = topo.netns_inodes()
+        scope = {"both": list(inodes), "server": [inodes.server], "client": [inodes.client]}
+        run.meta["scope"] = {"namespaces": opts.scope, "inodes": scope[opts.scope]}
         config = make_config(
             opts.port,
             opts.port + opts.service.servers - 1,
-            netns=list(topo.netns_inodes()),
+            netns=scope[opts.scope],
             ring=RING_TRANSPORTS.get(opts.transport, "none"),
         )
         with Tracer(config, choice) as tracer:

@@ -15,8 +15,15 @@ import pytest
 from rich.console import Console
 
 from profiler import doctor
-from profiler.diagnosis import Check, Diagnosis, HookPoint, KindResult
-from profiler.hooks import BOUNDARIES, Candidate, unobserved_stages
+from profiler.diagnosis import (
+    Check,
+    Diagnosis,
+    HookPoint,
+    KindResult,
+    ReceiveHook,
+    RxSelfTest,
+)
+from profiler.hooks import BOUNDARIES, DEVICE_RECEIVES, Candidate, unobserved_stages
 from profiler.libbpf import BPFObject
 from profiler.views.doctor import render
 
@@ -65,6 +72,24 @@ def test_plain_text_when_piped(text_run: subprocess.CompletedProcess[str]) -> No
     assert "\x1b[" not in text_run.stdout
     assert f"kernel {os.uname().release}" in text_run.stdout
     assert "…" not in text_run.stdout
+
+
+@pytest.mark.root
+@needs_root
+def test_text_lists_receive_tracepoints_and_what_fired(
+    text_run: subprocess.CompletedProcess[str],
+) -> None:
+    """A row per receive tracepoint: there, the kind it loads as, fired per mode (the
+    self-test itself: tests/test_doctor_receive.py)."""
+    screen = text_run.stdout
+    assert "receive tracepoints (exists, loads as, fired in the self-test)" in screen
+    rows = {line.split()[0]: line.split() for line in screen.splitlines() if line.strip()}
+    for name in (*DEVICE_RECEIVES, "netif_receive_skb"):
+        assert rows[name][2] == "yes" and rows[name][3] in ("tp_btf", "raw_tp"), rows[name]
+    assert rows["netif_rx"][4:] == ["yes", "(18)", "no"], rows["netif_rx"]
+    assert rows["napi_gro_receive_entry"][4:] == ["no", "yes", "(18)"]
+    assert "self-test napi: 3 UDP datagrams of 8192 bytes (6 packets each at MTU 1500)" in screen
+    assert "device receive fired: backlog: netif_rx (3/3 datagrams); napi:" in screen
 
 
 def feature_line(screen: str, name: str) -> str:
@@ -158,15 +183,15 @@ def test_chosen_hooks_agree_with_the_attach_proofs(doc: dict[str, Any]) -> None:
 @pytest.mark.root
 @needs_root
 def test_tp_btf_carries_the_btf_family_where_it_attaches(doc: dict[str, Any]) -> None:
-    """Where tp_btf is a candidate and attaches here, nothing after it in preference
-    order (raw_tp, tracepoint) is used."""
+    """Where tp_btf is a candidate and attaches here, no candidate after the first tp_btf
+    one in preference order (raw_tp, tracepoint, or a narrower tp_btf) is used."""
     if not doc["attach"]["tp_btf"]["works"]:
         pytest.skip("tp_btf does not attach on this kernel")
     for b in BOUNDARIES:
         kinds = [c.kind for c in b.candidates]
-        if "tp_btf" in kinds:
-            later = kinds[kinds.index("tp_btf") + 1 :]
-            assert doc["hooks"][b.name]["kind"] not in later, doc["hooks"][b.name]
+        if "tp_btf" in kinds and doc["hooks"][b.name]["hook"] is not None:
+            used = [c.label for c in b.candidates].index(doc["hooks"][b.name]["hook"])
+            assert used <= kinds.index("tp_btf"), doc["hooks"][b.name]
 
 
 @pytest.mark.root
@@ -244,6 +269,14 @@ def _fake(missing: list[str]) -> Diagnosis:
         unobserved=["total"],
         missing_required=missing,
         checks=[Check("rds", "missing", "no RDS", "modprobe rds")],
+        receive_hooks=[
+            ReceiveHook("netif_rx", "dev_rx", True, "raw_tp", ["tp_btf:netif_rx: refused"]),
+            ReceiveHook("gone_entry", "dev_rx", False, None, ["not in this kernel"]),
+        ],
+        rx_selftest=[
+            RxSelfTest("backlog", 3, 8192, 1500, 3, {"netif_rx": 18, "gone_entry": 0}),
+            RxSelfTest("napi", 3, 8192, 1500, error="ethtool -K x: needs ethtool"),
+        ],
     )
 
 
@@ -256,6 +289,10 @@ def test_render_says_what_to_do() -> None:
     assert "-> modprobe rds" in out
     assert "f: not in kallsyms" in out
     assert "cannot run: no working hook for x" in out
+    assert "tp_btf:netif_rx: refused" in out
+    assert "self-test napi: 3 UDP datagrams" in out and "failed: ethtool -K x: needs ethtool" in out
+    netif_rx = next(line for line in out.splitlines() if line.strip().startswith("netif_rx"))
+    assert netif_rx.split() == ["netif_rx", "dev_rx", "yes", "raw_tp", "yes", "(18)", "-"]
 
 
 def test_functions_of_candidates() -> None:
@@ -303,3 +340,7 @@ def test_not_root_exits_1_without_traceback() -> None:
     assert doc["root"] is False
     assert doc["checks"]["root"]["status"] == "missing"
     assert doc["core_trace_ok"] is False
+    assert {m: t["skipped"] for m, t in doc["rx_selftest"].items()} == dict.fromkeys(
+        ("backlog", "napi"), "needs root: network namespaces and tracefs"
+    )
+    assert all(h["kind"] is None for h in doc["receive_hooks"].values())

@@ -28,6 +28,8 @@ COLLECTION = (
     "profiler.kallsyms",
     "profiler.doctor",
     "profiler.checks",
+    "profiler.receive",
+    "profiler.tracefs",
 )
 MAX_LINES = 400
 

@@ -21,7 +21,7 @@ import pytest
 from rich.console import Console
 
 from profiler.collector import collect
-from profiler.hooks import RING_TRANSPORTS, stages_for, unused_boundaries
+from profiler.hooks import DATAGRAM_PATHS, RING_TRANSPORTS, stages_for, unused_boundaries
 from profiler.loader import Tracer, choose_hooks, make_config
 from profiler.run import Run
 from profiler.session import finish
@@ -85,7 +85,7 @@ def accounted(run: Run) -> None:
     (flight_full), but for a handful left unread for a second and then given away (and
     a flight_full can also be a flight not started: its slot was being written)."""
     lost_track = sent = 0
-    for row in run.datagrams.values():
+    for row in (run.datagrams[p] for p in DATAGRAM_PATHS):
         ended = row["kernel_delivered"] + row["incomplete"] + row["undelivered"]
         ended += row["in_transit"] + sum(v for k, v in row.items() if k.startswith("dropped_"))
         assert ended <= row["kernel_sent"], row

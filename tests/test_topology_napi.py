@@ -4,21 +4,21 @@ or through netif_rx (the default), proved by counting net:* tracepoints in trace
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import socket
 import subprocess
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 from pyroute2 import netns
 
+from profiler import tracefs
+from profiler.tracefs import TRACEFS, Counts
 from servers.topology import Topology, run_in_netns
 
-TRACEFS = Path("/sys/kernel/tracing")
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces and tracefs"),
@@ -34,43 +34,19 @@ EVENTS = (
     "netif_rx_entry",
     "netif_rx",
 )
-LINE = re.compile(r"\s(\w+): dev=(\S+) .*?\blen=(\d+)")
 PAYLOAD = 8192
 DATAGRAMS = 10
-Counts = Counter[tuple[str, str, int]]  # (event, device, skb len) -> events
+TAG = "napi"  # the tracefs instance: stackprof-napi-<pid>
 
 
 def instance_dir() -> Path:
-    return TRACEFS / "instances" / f"stackprof-napi-{os.getpid()}"
+    return tracefs.instance_dir(TAG)
 
 
-def count(trace: str) -> Counts:
-    return Counter((m[1], m[2], int(m[3])) for m in map(LINE.search, trace.splitlines()) if m)
-
-
-@contextlib.contextmanager
-def net_events(devices: list[str]) -> Iterator[Callable[[], Counts]]:
-    """The net:* receive events of devices, recorded in a tracefs instance of our own (so
-    the top-level buffer and other users' events are untouched); yields a reader of the
-    counts so far. On every exit each event's enable and filter are put back as found,
-    the buffer is cleared and the instance removed."""
-    inst = instance_dir()
-    inst.mkdir()
-    saved: dict[Path, tuple[str, str]] = {}
-    try:
-        only = " || ".join(f'name == "{dev}"' for dev in devices)
-        for event in EVENTS:
-            path = inst / "events/net" / event
-            saved[path] = ((path / "enable").read_text(), (path / "filter").read_text())
-            (path / "filter").write_text(only)
-            (path / "enable").write_text("1")
-        yield lambda: count((inst / "trace").read_text())
-    finally:
-        for path, (enable, filt) in saved.items():
-            (path / "enable").write_text(enable.strip())
-            (path / "filter").write_text("0" if filt.strip() == "none" else filt)
-        (inst / "trace").write_text("")
-        inst.rmdir()
+def net_events(devices: list[str]) -> AbstractContextManager[Callable[[], Counts]]:
+    """EVENTS of devices counted in a tracefs instance of our own (profiler.tracefs):
+    on every exit each event's enable and filter are put back, the instance removed."""
+    return tracefs.net_events(devices, EVENTS, TAG)
 
 
 def udp_socket(ns: str) -> socket.socket:

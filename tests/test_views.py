@@ -18,9 +18,9 @@ from fixtures_runs import START_EPOCH_S, mtu_1500_run, mtu_9000_run
 from hdrh.log import HistogramLogReader
 from rich.console import Console, RenderableType
 
-from profiler.abi import MISSES, PATHS, STAGES
+from profiler.abi import MISSES, STAGES
 from profiler.export import export, to_dataframe, write_csv, write_hdr_log
-from profiler.hooks import PARENT, stages_for
+from profiler.hooks import PARENT, run_paths, stages_for
 from profiler.run import Run, hist_summary, mean_value, new_histogram
 from profiler.views.compare import render_compare
 from profiler.views.live import LiveView, render
@@ -65,7 +65,7 @@ def test_share_bar_fills_proportionally() -> None:
 def test_views_summarise_with_the_json_summary() -> None:
     """The tables' figures are the --json summary's (one summary function for both)."""
     run = mtu_1500_run()
-    for path in PATHS:
+    for path in run_paths(run.meta):
         for stage, summary in path_summaries(run, path, run.meta).items():
             assert summary == hist_summary(run.stage(path, stage))
             assert summary["count"] > 0
@@ -129,7 +129,7 @@ def test_missed_counters_always_shown_and_non_zero_highlighted() -> None:
 
 def test_empty_run_renders_dashes_everywhere() -> None:
     text = text_of(render(Run(), {}))
-    for path in PATHS:
+    for path in run_paths({}):
         for stage in stages_for("udp"):
             assert row(text, f"{path} path", stage)[1:8] == [DASH] * 7
     assert "ring_wait" not in text
@@ -216,7 +216,7 @@ def test_compare_flags_stages_measured_by_different_hooks() -> None:
 def test_csv_round_trips_through_pandas(tmp_path: Path) -> None:
     path = write_csv(mtu_1500_run(), tmp_path / "run.csv")
     frame = pd.read_csv(path).set_index(["path", "stage"])
-    assert len(frame) == len(PATHS) * len(STAGES)
+    assert len(frame) == len(run_paths({})) * len(STAGES)
     total = frame.loc[("request", "total")]
     assert total["count"] == 1000
     assert total["p50_us"] == pytest.approx(40.031)
@@ -246,7 +246,9 @@ def test_hdr_log_reads_back_with_the_same_counts(tmp_path: Path) -> None:
         p50[hist.get_tag()] = hist.get_value_at_percentile(50)
         assert hist.get_start_time_stamp() == START_EPOCH_S * 1000
     reader.close()
-    expected = {f"{p}/{s}": run.stage(p, s).get_total_count() for p in PATHS for s in STAGES}
+    expected = {
+        f"{p}/{s}": run.stage(p, s).get_total_count() for p in run_paths(run.meta) for s in STAGES
+    }
     expected["client/rtt"] = 1000
     assert read == expected
     assert p50["request/total"] == 40031
@@ -257,7 +259,8 @@ def test_export_chooses_by_suffix(tmp_path: Path) -> None:
     run = mtu_1500_run()
     doc = json.loads(export(run, tmp_path / "run.json").read_text())
     assert doc == json.loads(json.dumps(run.summary()))
-    assert pd.read_csv(export(run, tmp_path / "RUN.CSV")).shape[0] == len(PATHS) * len(STAGES)
+    paths = run_paths(run.meta)
+    assert pd.read_csv(export(run, tmp_path / "RUN.CSV")).shape[0] == len(paths) * len(STAGES)
     assert export(run, tmp_path / "run.hlog").read_text().count("Tag=") == 2 * len(STAGES) + 1
 
 

@@ -53,6 +53,8 @@ def trace_options(args: argparse.Namespace, transport: str) -> lab.TraceOptions:
         server_cpu=args.server_cpu,
         client_cpu=args.client_cpu,
         port=args.port,
+        rx=args.rx,
+        scope=args.scope,
         kinds=args.hooks,
         skip=args.skip,
         options=TransportOptions(

@@ -14,8 +14,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from profiler.abi import PATHS
-from profiler.hooks import run_stages
+from profiler.hooks import DATAGRAM_PATHS, run_stages
 from profiler.run import Run
 from profiler.views.report import LISTED_APART, value_text
 from profiler.views.tables import (
@@ -93,7 +92,7 @@ def fragments_table(a: Run, b: Run, labels: tuple[str, str]) -> Table:
     table.add_column(labels[0], justify="right")
     table.add_column(labels[1], justify="right")
     rows_a, rows_b = a.datagram_rows(), b.datagram_rows()
-    for path in PATHS:
+    for path in DATAGRAM_PATHS:
         fa = float(rows_a[path]["fragments_per_datagram"])
         fb = float(rows_b[path]["fragments_per_datagram"])
         table.add_row(path, f"{fa:.2f}" if fa else DASH, f"{fb:.2f}" if fb else DASH)
@@ -109,7 +108,7 @@ def losses_table(a: Run, b: Run, labels: tuple[str, str]) -> RenderableType:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     table.add_column(labels[1], justify="right")
     table.add_column("Δ", justify="right")
-    for path in PATHS:
+    for path in DATAGRAM_PATHS:
         for kind, count in (("", losses), ("fragments dropped: ", fragment_losses)):
             la, lb = count(rows_a[path]), count(rows_b[path])
             for cause in dict.fromkeys([*la, *lb]):
@@ -147,7 +146,7 @@ def render_compare(
     title = Text(f"{labels[0]} vs {labels[1]}: ", style="bold")
     title.append(" · ".join(diffs) if diffs else "same metadata")
     parts: list[RenderableType] = [title, _hook_differences(a.meta, b.meta)]
-    parts += [compare_table(a, b, path, labels) for path in PATHS]
+    parts += [compare_table(a, b, path, labels) for path in DATAGRAM_PATHS]
     parts += [fragments_table(a, b, labels), losses_table(a, b, labels)]
     if diagnosis:
         parts.append(Text("diagnosis", style="bold"))

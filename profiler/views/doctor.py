@@ -1,4 +1,5 @@
-"""Doctor's findings drawn: attach kinds, hook points, features, and the verdict."""
+"""Doctor's findings drawn: attach kinds, hook points, receive tracepoints and the self-test,
+features, and the verdict."""
 
 from __future__ import annotations
 
@@ -49,6 +50,56 @@ def hooks_table(diag: Diagnosis) -> Table:
     return table
 
 
+def _fired(diag: Diagnosis, mode: str, name: str) -> Text:
+    test = next((t for t in diag.rx_selftest if t.mode == mode), None)
+    if test is None or not test.ran:
+        return Text("-", style="dim")
+    if name not in test.fired:
+        return Text("no event", style="dim")
+    n = test.fired[name]
+    return Text(f"yes ({n})", style="green") if n else Text("no", style="dim")
+
+
+def receive_table(diag: Diagnosis) -> Table:
+    """Per receive tracepoint: there or not, the attach kind that loads, fired per mode."""
+    modes = [t.mode for t in diag.rx_selftest]
+    table = _table(
+        "receive tracepoints (exists, loads as, fired in the self-test)",
+        "tracepoint",
+        "point",
+        "exists",
+        "loads as",
+        *(f"fired: {m}" for m in modes),
+    )
+    for h in diag.receive_hooks:
+        exists = {True: Text("yes"), False: Text("no", style="red"), None: Text("?", "dim")}
+        kind = Text(h.kind or "none", style="" if h.kind else "red")
+        if h.refused:
+            kind.append("\n" + "\n".join(h.refused), style="dim")
+        cells = [_fired(diag, m, h.name) for m in modes]
+        table.add_row(h.name, h.boundary, exists[h.exists], kind, *cells)
+    return table
+
+
+def selftest_lines(diag: Diagnosis) -> Text:
+    """What each mode of the self-test sent and received, or why it did not run."""
+    text = Text()
+    for t in diag.rx_selftest:
+        if t.skipped:
+            line = f"self-test {t.mode}: skipped: {t.skipped}"
+        else:
+            line = (
+                f"self-test {t.mode}: {t.datagrams} UDP datagrams of {t.payload} bytes "
+                f"({t.fragments} packets each at MTU {t.mtu}) over veth between throwaway "
+                f"namespaces, {t.received} received"
+            )
+            if t.error:
+                line += f"; failed: {t.error}"
+        text.append(line + "\n", style="red" if t.error else "dim")
+    text.rstrip()
+    return text
+
+
 def checks_table(diag: Diagnosis) -> Table:
     """Features and settings, with one line on what to do about each missing one."""
     table = _table("features", "feature", "status", "detail / what to do")
@@ -74,5 +125,7 @@ def render(diag: Diagnosis) -> RenderableType:
     header = Text(f"stackprof doctor: kernel {diag.kernel}", style="bold")
     note = Text("* required hook point", style="dim")
     parts: list[RenderableType] = [header, attach_table(diag), hooks_table(diag), note]
+    if diag.receive_hooks:
+        parts += [receive_table(diag), selftest_lines(diag)]
     parts.append(checks_table(diag))
     return Group(*parts, verdict(diag))

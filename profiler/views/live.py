@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 
-from profiler.abi import PATHS
+from profiler.hooks import DATAGRAM_PATHS, run_paths
 from profiler.run import Run
 from profiler.views.console import output_console
 from profiler.views.tables import (
@@ -21,6 +21,7 @@ from profiler.views.tables import (
     lost_line,
     missed_line,
     missed_table,
+    residence_line,
     rtt_line,
     stage_table,
 )
@@ -30,10 +31,13 @@ def render(run: Run, status: Mapping[str, Any], compact: bool = False) -> Render
     """The whole screen for one moment of a run: under its header what was lost and
     why (incomplete datagrams first). compact (while it runs) fits a terminal: stages
     no hook could observe are left to the 'unobserved' line and the missed counters
-    take one line."""
+    take one line, the residence paths one line each."""
     info = info_of(run, status)
     parts: list[RenderableType] = [header_line(info), lost_line(run)]
-    parts += [stage_table(run, path, info, hide_unobserved=compact) for path in PATHS]
+    paths = run_paths(info)
+    tabled = [p for p in paths if not compact or p in DATAGRAM_PATHS]
+    parts += [stage_table(run, path, info, hide_unobserved=compact) for path in tabled]
+    parts += [residence_line(run, path, info) for path in paths if path not in tabled]
     parts += [datagram_table(run, losses_under=False), rtt_line(run)]
     parts += [missed_line(run) if compact else missed_table(run), hooks_line(info)]
     return Group(*parts)

@@ -15,8 +15,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from profiler.abi import PATHS
-from profiler.hooks import STAGE_HELP, run_stages, stage_name
+from profiler.hooks import STAGE_HELP, run_paths, run_stages, stage_name
 from profiler.run import Run
 from profiler.views.tables import (
     DASH,
@@ -29,7 +28,15 @@ from profiler.views.tables import (
     stage_table,
 )
 
-LISTED_APART = ("hooks", "unobserved", "hooks_refused", "stage_help")
+LISTED_APART = (
+    "hooks",
+    "unobserved",
+    "unobserved_hooks",
+    "unobserved_paths",
+    "unobserved_reasons",
+    "hooks_refused",
+    "stage_help",
+)
 
 
 def value_text(value: Any) -> str:
@@ -88,7 +95,7 @@ def render_report(run: Run) -> RenderableType:
     """A saved run in full: metadata, stage tables, datagrams, misses and hooks."""
     info = info_of(run)
     parts: list[RenderableType] = [header_line(info), meta_table(run.meta)]
-    parts += [stage_table(run, path, info) for path in PATHS]
+    parts += [stage_table(run, path, info) for path in run_paths(info)]
     parts += [datagram_table(run), rtt_line(run), missed_table(run), hooks_table(info)]
     refused = refused_table(info)
     if refused is not None:

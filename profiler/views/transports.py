@@ -15,8 +15,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from profiler.abi import PATHS
-from profiler.hooks import run_stages
+from profiler.hooks import DATAGRAM_PATHS, run_stages
 from profiler.run import Run, batch_summary, hist_summary
 from profiler.views.tables import DASH, fmt_us, stage_label
 
@@ -47,7 +46,7 @@ def headline(run: Run) -> dict[str, Any]:
 def stage_percentiles(run: Run) -> dict[str, dict[str, list[float]]]:
     """Per path, per observed stage of this run: [p50, p99] in µs."""
     out: dict[str, dict[str, list[float]]] = {}
-    for path in PATHS:
+    for path in DATAGRAM_PATHS:
         out[path] = {}
         for stage in run_stages(run.meta):
             summary = hist_summary(run.stage(path, stage))
@@ -113,5 +112,5 @@ def stages_table(runs: list[Run], path: str) -> Table:
 def render_transports(runs: list[Run], skipped: Mapping[str, str]) -> RenderableType:
     """The whole comparison: headline figures, then where the time went per path."""
     parts: list[RenderableType] = [headline_table(runs, skipped)]
-    parts += [stages_table(runs, path) for path in PATHS]
+    parts += [stages_table(runs, path) for path in DATAGRAM_PATHS]
     return Group(*parts)
