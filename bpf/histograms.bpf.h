@@ -58,16 +58,20 @@ static __always_inline void count_frag_dropped(__u32 path, __u32 cause)
 
 #define SP_NHISTS (SP_NPATHS * (SP_NSTAGES + SP_NEXTRA_HISTS))
 
+/* One value into its histogram's bucket and into its histogram's exact sum. */
 static __always_inline void record_value(__u32 path, __u32 column, __u64 value)
 {
-	__u64 slot = (__u64)(path * (SP_NSTAGES + SP_NEXTRA_HISTS) + column) * SP_NBUCKETS +
-		     bucket_of(value);
+	__u64 row = (__u64)(path * (SP_NSTAGES + SP_NEXTRA_HISTS) + column);
+	__u64 slot = row * SP_NBUCKETS + bucket_of(value);
 
 	/* Keep the bound check on the value the access uses. */
 	asm volatile("" : "+r"(slot));
 	if (slot >= (__u64)SP_NHISTS * SP_NBUCKETS)
 		return;
 	__sync_fetch_and_add(&stats.hist[0][0] + slot, 1);
+	asm volatile("" : "+r"(row));
+	if (row < SP_NHISTS)
+		__sync_fetch_and_add(&stats.sum[0] + row, value);
 }
 
 /* Record the stage that ends now, if its start was seen. */

@@ -235,6 +235,9 @@ struct sp_stats {
 	 * incomplete, unless the fragment was a DUPLICATE). */
 	__u64 frags_dropped[SP_NPATHS][SP_NDROP_CAUSES];
 	__u64 hist[SP_NPATHS * (SP_NSTAGES + SP_NEXTRA_HISTS)][SP_NBUCKETS];
+	/* Per histogram, the exact sum of the values recorded in it (ns for the
+	 * stages): a mean or Prometheus' _sum, not the buckets' midpoints. */
+	__u64 sum[SP_NPATHS * (SP_NSTAGES + SP_NEXTRA_HISTS)];
 };
 
 #endif /* __STACKPROF_H */

@@ -89,9 +89,11 @@ def fill_run(run: Run, stats: Any, recursion_misses: int = 0) -> Run:
     kernel's reason) and ``fragments_dropped_<cause>``."""
     for path in abi.PATHS:
         for stage in abi.STAGES:
-            counts = tuple(stats.hist[abi.hist_index(path, stage)])
+            hist_row = abi.hist_index(path, stage)
+            counts = tuple(stats.hist[hist_row])
             if any(counts):
                 run.stages[(path, stage)] = histogram_from_buckets(counts)
+                run.sums[(path, stage)] = int(stats.sum[hist_row])
         run.frags[path] = histogram_from_buckets(tuple(stats.hist[abi.hist_index(path, "frags")]))
         index = abi.PATHS.index(path)
         counters = stats.path_counters[index]

@@ -6,7 +6,9 @@ than 0, so a spreadsheet never averages in a stage that was never measured.
 The HDR log keeps full histograms, one tagged interval per path/stage, for
 HdrHistogram's own tools (HistogramLogAnalyzer, hdr-plot). Parquet holds one row
 per path, stage and kernel bucket with the run's metadata as columns, for
-pandas or a warehouse. Every file is written atomically.
+pandas or a warehouse; ``stage_sum_ns``, the exact sum of the path and stage's
+values, repeats on each of its rows (null for a run saved before sums were
+kept). Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ META_COLUMNS = ("host", "kernel", "transport", "workload", "mtu", "started_at", 
 
 def bucket_rows(run: Run) -> pd.DataFrame:
     """One row per path, stage and filled kernel bucket (bounds in ns, count), with
-    the run's metadata as columns and the sample rate where one was set."""
+    the stage's exact sum (ns, the same on each of its rows), the run's metadata as
+    columns and the sample rate where one was set."""
     rows = []
     meta: dict[str, Any] = {k: run.meta.get(k) for k in META_COLUMNS}
     meta["sample"] = int(run.meta.get("sample") or 1)
@@ -124,12 +127,14 @@ def bucket_rows(run: Run) -> pd.DataFrame:
                     "bucket_low_ns": low,
                     "bucket_high_ns": low + width,
                     "count": count,
+                    "stage_sum_ns": run.sums.get((path, stage)),
                     **meta,
                 }
             )
-    columns = ["path", "stage", "bucket_low_ns", "bucket_high_ns", "count", *meta]
+    columns = ["path", "stage", "bucket_low_ns", "bucket_high_ns", "count", "stage_sum_ns", *meta]
     frame = pd.DataFrame(rows, columns=columns)
-    return frame.astype({"bucket_low_ns": "int64", "bucket_high_ns": "int64", "count": "int64"})
+    ints = {"bucket_low_ns": "int64", "bucket_high_ns": "int64", "count": "int64"}
+    return frame.astype({**ints, "stage_sum_ns": "Int64"})
 
 
 def write_parquet(run: Run, path: Path) -> Path:

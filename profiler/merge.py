@@ -62,6 +62,14 @@ def _sum_histograms(hists: Sequence[HdrHistogram]) -> HdrHistogram:
     return total
 
 
+def _sum_sums(runs: Sequence[Run]) -> dict[tuple[str, str], int]:
+    """Exact stage sums added, for the stages whose every run kept one (else the
+    merged run falls back to midpoints there, as a run saved before sums did)."""
+    keys = {k for r in runs for k in r.stages}
+    having = [k for k in keys if all(k in r.sums for r in runs if k in r.stages)]
+    return {k: sum(r.sums[k] for r in runs if k in r.stages) for k in sorted(having)}
+
+
 def _sum_counts(dicts: Sequence[dict[str, int]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for counts in dicts:
@@ -90,7 +98,8 @@ def _merged_meta(runs: Sequence[Run], names: Sequence[str]) -> dict[str, Any]:
 
 
 def merge(runs: Sequence[Run], names: Sequence[str] | None = None) -> Run:
-    """The sum of runs: histograms and counters added; MergeError if they differ."""
+    """The sum of runs: histograms, their exact sums and counters added; MergeError
+    if they differ."""
     if not runs:
         raise MergeError("nothing to merge")
     names = list(names) if names is not None else [f"run {i + 1}" for i in range(len(runs))]
@@ -105,6 +114,7 @@ def merge(runs: Sequence[Run], names: Sequence[str] | None = None) -> Run:
         missed=_sum_counts([r.missed for r in runs]),
         client_rtt=_sum_histograms([r.client_rtt for r in runs]),
         batch=_sum_histograms([r.batch for r in runs]),
+        sums=_sum_sums(runs),
     )
 
 

@@ -1,5 +1,6 @@
-"""Merge, Parquet and Prometheus text of the recorded runs in traces/fixtures: no root,
-no BPF, the figures checked against the runs themselves."""
+"""Merge, Parquet and Prometheus text of the recorded runs in traces/fixtures (and of
+exact stage sums given to them): no root, no BPF, the figures checked against the runs
+themselves."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from profiler import merge
+from profiler import abi, merge
 from profiler.buckets import bucket_bounds, bucket_of
+from profiler.collector import interval_run
 from profiler.export import export
 from profiler.metrics import LATENCY_BOUNDS_NS, cumulative
-from profiler.run import Run
+from profiler.run import Run, midpoint_sum
 from tests.fixtures_runs import hist_of
 
 FIXTURES = Path(__file__).resolve().parent.parent / "traces" / "fixtures"
@@ -158,3 +160,67 @@ def test_merge_command_refuses_with_one_line(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("stackprof: error:")
     assert not (tmp_path / "m.json").exists()
+
+
+def _with_sums(run: Run, per_value: int) -> Run:
+    """run with an exact sum per stage, different from its midpoints' sum."""
+    run.sums = {k: h.get_total_count() * per_value + 7 for k, h in run.stages.items()}
+    return run
+
+
+def test_merge_adds_exact_sums_and_falls_back_where_a_run_has_none() -> None:
+    a, b = _with_sums(Run.load(JUMBO), 1000), _with_sums(Run.load(FRAGMENTED), 3000)
+    both = merge.merge([a, b])
+    assert set(both.sums) == set(a.stages) | set(b.stages)
+    for key, total in both.sums.items():
+        assert total == a.sums.get(key, 0) + b.sums.get(key, 0)
+        assert both.stage_sum(*key) == total
+    older = Run.load(FRAGMENTED)  # saved before sums: none
+    mixed = merge.merge([a, older])
+    assert set(mixed.sums) == set(a.stages) - set(older.stages)
+    shared = ("response", "total")
+    assert shared not in mixed.sums
+    assert mixed.stage_sum(*shared) == midpoint_sum(mixed.stage(*shared))
+
+
+def test_interval_run_takes_the_sums_difference() -> None:
+    before, now = abi.Stats(), abi.Stats()
+    row = abi.hist_index("response", "total")
+    before.hist[row][bucket_of(5000)], before.sum[row] = 2, 10_020
+    now.hist[row][bucket_of(5000)], now.hist[row][bucket_of(9000)] = 3, 1
+    now.sum[row] = 10_020 + 5010 + 9003
+    part = interval_run(before, now, {})
+    assert part.stage("response", "total").get_total_count() == 2
+    assert part.sums == {("response", "total"): 5010 + 9003}
+
+
+def test_exact_sums_are_saved_served_and_exported(tmp_path: Path) -> None:
+    run = Run.load(Run.load(FRAGMENTED).save(tmp_path / "old.json"))
+    assert run.sums == {}  # a run saved before sums: midpoints, quietly
+    text = export(run, tmp_path / "old.prom").read_text()
+    for key, value in _prom_sums(text).items():
+        assert value == run.stage_sum(*key) / 1e9 == midpoint_sum(run.stage(*key)) / 1e9
+    assert pd.read_parquet(export(run, tmp_path / "old.parquet")).stage_sum_ns.isna().all()
+
+    exact = Run.load(_with_sums(run, 4321).save(tmp_path / "new.json"))
+    assert exact.sums == run.sums
+    assert _prom_sums(export(exact, tmp_path / "new.prom").read_text()) == {
+        k: v / 1e9 for k, v in exact.sums.items()
+    }
+    frame = pd.read_parquet(export(exact, tmp_path / "new.parquet"))
+    for (path, stage), total in exact.sums.items():
+        rows = frame[(frame.path == path) & (frame.stage == stage)]
+        assert set(rows.stage_sum_ns) == {total}
+    for row in exact.stage_rows():
+        if row["count"]:
+            total = exact.sums[(row["path"], row["stage"])]
+            assert row["mean_us"] == round(total / row["count"] / 1000, 3)
+
+
+def _prom_sums(text: str) -> dict[tuple[str, str], float]:
+    latency = _families(text)["stackprof_stage_latency_seconds"]
+    return {
+        (s.labels["path"], s.labels["stage"]): s.value
+        for s in latency.samples  # type: ignore[attr-defined]
+        if s.name.endswith("_sum")
+    }

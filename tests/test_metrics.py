@@ -1,8 +1,9 @@
 """The fleet story end to end: two stackprof instances, each the only one tracing its
 "host" (one namespace of a two-namespace topology), serve /metrics; a real Prometheus
 (Debian's package) scrapes both every second while a workload runs between them; its
-PromQL answers agree with `stackprof merge` of the two hosts' saved runs. And a run
-that goes on until stopped saves one file per interval, the last one on SIGTERM."""
+PromQL answers agree with `stackprof merge` of the two hosts' saved runs. A run
+that goes on until stopped saves one file per interval, the last one on SIGTERM. And
+a traced run's `_sum` is the exact sum the kernel recorded."""
 
 from __future__ import annotations
 
@@ -17,10 +18,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from profiler import abi
+from profiler.buckets import bucket_bounds
+from profiler.collector import copy_stats
+from profiler.export import export
+from profiler.loader import Tracer, choose_hooks, make_config
 from profiler.merge import merge_files
 from profiler.metrics import LATENCY_BOUNDS_NS
 from profiler.run import Run
+from profiler.session import finish
 from servers.topology import Topology
 from servers.workload import Workload
 from tests.prometheus_server import free_port, running
@@ -99,6 +107,7 @@ def test_prometheus_over_two_hosts_agrees_with_merge(topology: Topology, tmp_pat
             )
             kinds = prom.query("sum by (path, kind) (stackprof_datagrams_total)")
             missed = prom.query("sum by (reason) (stackprof_missed_total)")
+            sums = prom.query("sum by (path, stage) (stackprof_stage_latency_seconds_sum)")
         for proc in procs:
             finished(proc, ATTACH_S + 30)
     finally:
@@ -119,6 +128,11 @@ def test_prometheus_over_two_hosts_agrees_with_merge(topology: Topology, tmp_pat
     by_reason = {r["metric"]["reason"]: float(r["value"][1]) for r in missed}
     for reason in ("flight_full", "pair_mismatch", "thread_slot"):
         assert by_reason[reason] == merged.missed[reason]
+    # _sum is exact: both hosts' sums add up to the merged runs' kernel sums.
+    by_stage = {(r["metric"]["path"], r["metric"]["stage"]): float(r["value"][1]) for r in sums}
+    assert by_stage.keys() == merged.sums.keys()
+    for key, total_ns in merged.sums.items():
+        assert by_stage[key] == pytest.approx(total_ns / 1e9, rel=1e-12), key
 
 
 def test_until_stopped_saves_each_interval_and_the_last_on_sigterm(
@@ -172,3 +186,46 @@ def test_trace_serves_its_transport_as_a_label(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert 'transport="udp"' in text and 'stage="total"' in text
+
+
+def _latency_samples(text: str, suffix: str) -> dict[tuple[str, str], float]:
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    return {
+        (s.labels["path"], s.labels["stage"]): s.value
+        for s in families["stackprof_stage_latency_seconds"].samples
+        if s.name.endswith(suffix)
+    }
+
+
+def test_latency_sum_is_the_exact_sum_the_kernel_recorded(
+    topology: Topology, tmp_path: Path
+) -> None:
+    config = make_config(PORT, PORT, netns=list(topology.netns_inodes()))
+    with Tracer(config, choose_hooks()) as tracer:
+        with Workload(topology, clients=2, duration=3, port=PORT) as load:
+            load.wait()
+        run = finish(tracer, Run(meta={"transport": "udp"}))  # detached: at rest
+        stats = copy_stats(tracer)
+    saved = Run.load(run.save(tmp_path / "run.json"))
+    text = export(saved, tmp_path / "run.prom").read_text()
+    sums, counts = _latency_samples(text, "_sum"), _latency_samples(text, "_count")
+    assert counts[("response", "total")] > 100 and set(sums) == set(run.stages)
+    means = {(r["path"], r["stage"]): r["mean_us"] for r in saved.stage_rows()}
+    for (path, stage), value in sums.items():
+        row = abi.hist_index(path, stage)
+        kernel = int(stats.sum[row])
+        assert value == kernel / 1e9 and saved.sums[(path, stage)] == kernel
+        filled = [(i, int(n)) for i, n in enumerate(stats.hist[row]) if n]
+        count = sum(n for _, n in filled)
+        assert counts[(path, stage)] == count
+        # Each value lies in its bucket: count x mean between the buckets' bounds.
+        low = sum(n * bucket_bounds(i)[0] for i, n in filled)
+        high = sum(n * sum(bucket_bounds(i)) for i, n in filled)
+        assert low <= kernel < high, (path, stage, low, kernel, high)
+        assert means[(path, stage)] == round(kernel / count / 1000, 3)
+    # Fragments per datagram are known from the sizes (512-byte requests in 1,
+    # 8192-byte responses in 6 at MTU 1500): the kernel's sum is count x that mean.
+    for path, per_datagram in (("request", 1), ("response", 6)):
+        row = abi.hist_index(path, "frags")
+        datagrams = sum(int(n) for n in stats.hist[row])
+        assert datagrams > 100 and int(stats.sum[row]) == per_datagram * datagrams
