@@ -16,7 +16,8 @@
  * concern: histograms (stats), filters (cfg), stamps (per-thread times),
  * headers (packet headers, skb notes), flights (the in-flight table), sockq
  * (socket queue heads), rings (PF_PACKET ring receivers), stashes (entry
- * arguments kept for return probes), drops (the kernel's drop reasons).
+ * arguments kept for return probes), drops (the kernel's drop reasons),
+ * sampling (which datagrams a sampled run follows).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -33,6 +34,7 @@
 #include "rings.bpf.h"
 #include "stashes.bpf.h"
 #include "drops.bpf.h"
+#include "sampling.bpf.h"
 
 #define MSG_PEEK 2
 
@@ -68,6 +70,8 @@ static __always_inline int on_dev_queue(const struct sk_buff *skb, bool typed)
 	flight.sport = h.sport;
 	flight.dport = h.dport;
 	flight_key(&h, frag_off(&h) & IP_MF, &key);
+	if (!sampled(&key))
+		return sampled_out(flight.path, &key, &h, flight.t_send);
 	if (key.fragmented)
 		flight.frag_payload = bpf_ntohs(h.ip.tot_len) - h.ip.ihl * 4;
 	insert_flight(&key, &flight, now);
@@ -170,7 +174,9 @@ static __always_inline int on_stack_rx(const struct sk_buff *skb, bool typed)
 	if (off & IP_OFFSET)
 		return off & IP_MF ? 0 : on_last_fragment(skb, &h);
 	f = head_flight(&h);
-	if (!f || f->t_stack)
+	if (!f)
+		return unfollowed_arrival(&h);
+	if (f->t_stack)
 		return 0;
 	f->t_stack = bpf_ktime_get_ns();
 	record_stage(f->path, SP_STAGE_BACKLOG, f->t_rx, f->t_stack);
@@ -225,9 +231,9 @@ static __always_inline int on_enqueue(const struct sock *sk, bool typed)
 	if ((void *)skb == (void *)&sk->sk_receive_queue)
 		return 0;
 	f = datagram_flight(skb, typed, &key);
-	if (!f)
+	if (!f && !note_unfollowed(&key))
 		return 0;
-	if (!f->t_enq)
+	if (f && !f->t_enq)
 		enqueued(f);
 	/* A free head slot takes the queues' first datagram (not always this one:
 	 * two enqueues can race); a read in progress still owns a taken slot. */

@@ -91,6 +91,7 @@ enum sp_path_counter {
 	SP_CNT_DEFRAG_LOCAL,
 	SP_CNT_DEFRAG_NETFILTER,
 	SP_CNT_RING_DELIVERED,
+	SP_CNT_SAMPLED_OUT,	/* sent, but left out of the sample (--sample): no flight */
 	SP_NPATH_COUNTERS,
 };
 
@@ -175,6 +176,7 @@ struct sp_config {
 	__u32 sock_storage;	/* sockets reached typed everywhere: heads in their storage */
 	__u32 drop_hook;	/* skb:kfree_skb hooked: drops are counted there, by reason */
 	__u64 cgroup_id;
+	__u32 sample;	/* follow 1 datagram in this many, chosen by its key (0, 1: all) */
 };
 
 /* Everything user space reads, in one mmapped global (.bss). */

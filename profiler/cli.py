@@ -84,6 +84,7 @@ def _duration(text: str) -> float:
 
 
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+SAMPLE_MAX = (1 << 32) - 1  # the kernel's rodata holds a u32
 
 
 def _interval(text: str) -> float:
@@ -162,6 +163,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="hook points to leave unhooked, e.g. dev_rx (their stages go unobserved)",
     )
     p.add_argument("--no-live", action="store_true", help="print only the final table")
+    p.add_argument(
+        "--sample",
+        type=_int_range(1, SAMPLE_MAX, "sample"),
+        default=1,
+        metavar="N",
+        help="follow 1 datagram in N, chosen by a hash of its headers (the same ones on "
+        "every host); counters of sent datagrams stay exact (default 1: all)",
+    )
 
 
 def _transport_options(p: argparse.ArgumentParser) -> None:

@@ -125,7 +125,8 @@ def collect(tracer: Tracer, run: Run, older_than_ns: int = INCOMPLETE_AGE_NS) ->
     """Refresh run from the live kernel state, flights left in the map included.
 
     Flights neither delivered, dropped nor still in the map were evicted from the
-    bounded flight table (or dropped on a pairing mismatch): counted as ``flights_lost``."""
+    bounded flight table (or dropped on a pairing mismatch): counted as ``flights_lost``.
+    A sampled run (--sample) starts flights for the datagrams sent less those sampled out."""
     fill_run(run, copy_stats(tracer), tracer.recursion_misses())
     evicted = 0
     for path, left in flights_left(tracer, older_than_ns).items():
@@ -134,6 +135,7 @@ def collect(tracer: Tracer, run: Run, older_than_ns: int = INCOMPLETE_AGE_NS) ->
         row["incomplete"] += left["incomplete"]
         row["undelivered"] = left["undelivered"]
         row["in_transit"] = left["in_transit"]
-        evicted += max(0, row["kernel_sent"] - row["kernel_delivered"] - ended - left["in_flight"])
+        followed = row["kernel_sent"] - row["kernel_sampled_out"]
+        evicted += max(0, followed - row["kernel_delivered"] - ended - left["in_flight"])
     run.missed["flights_lost"] = evicted
     return run

@@ -41,9 +41,12 @@ def to_dataframe(run: Run) -> pd.DataFrame:
 
 
 def write_csv(run: Run, path: Path) -> Path:
-    """The per-stage summary as CSV; unobserved stages have empty percentile cells."""
+    """The per-stage summary as CSV; unobserved stages have empty percentile cells. The
+    last column is the sample rate: the counts are of 1 datagram in ``sample``."""
+    frame = to_dataframe(run)
+    frame["sample"] = run.sample
     with atomic.atomic_open(path) as out:
-        to_dataframe(run).to_csv(out, index=False)
+        frame.to_csv(out, index=False)
     return Path(path)
 
 
@@ -111,7 +114,7 @@ def bucket_rows(run: Run) -> pd.DataFrame:
     the run's metadata as columns and the sample rate where one was set."""
     rows = []
     meta: dict[str, Any] = {k: run.meta.get(k) for k in META_COLUMNS}
-    meta["sample"] = int(run.meta.get("sample") or 1)
+    meta["sample"] = run.sample
     for (path, stage), hist in sorted(run.stages.items()):
         values, counts = recorded(hist)
         for value, count in zip(values.tolist(), counts.tolist(), strict=True):

@@ -256,11 +256,14 @@ def make_config(
     tgid: int | None = None,
     cgroup_id: int | None = None,
     ring: str = "none",
+    sample: int = 1,
 ) -> ctypes.Structure:
-    """The rodata filters (service ports, namespaces, pid, cgroup), and how the
+    """The rodata filters (service ports, namespaces, pid, cgroup), how the
     receiver reads (abi.RING_KINDS: a socket, or a PF_PACKET ring of frames or
-    blocks, where its requests end when it has seen them)."""
+    blocks, where its requests end when it has seen them), and the sample rate
+    (1 datagram in ``sample`` followed: profiler.sampling)."""
     cfg = abi.Config(port_lo=port_lo, port_hi=port_hi, ring_receiver=abi.RING_KINDS.index(ring))
+    cfg.sample = sample
     if netns:
         cfg.filter_netns = 1
         for i, inum in enumerate(netns[: abi.CONST["SP_MAX_NETNS"]]):

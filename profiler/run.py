@@ -113,6 +113,12 @@ class Run:
     client_rtt: HdrHistogram = field(default_factory=new_histogram)
     batch: HdrHistogram = field(default_factory=new_histogram)
 
+    @property
+    def sample(self) -> int:
+        """1 datagram in this many was followed (--sample; runs saved before it: 1): the
+        histograms and the followed counts are of those, the sent counts of all."""
+        return int(self.meta.get("sample") or 1)
+
     def stage(self, path: str, stage: str) -> HdrHistogram:
         """The histogram of one stage (empty if the stage was not seen)."""
         return self.stages.get((path, stage)) or new_histogram()

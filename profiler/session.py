@@ -124,6 +124,7 @@ class AttachOptions:
     skip: tuple[str, ...] = ()
     save_every: float = 600.0
     gone: Callable[[], str | None] | None = None  # why a filtered target went away
+    sample: int = 1  # follow 1 datagram in this many
 
 
 class Intervals:
@@ -170,10 +171,16 @@ def attach(opts: AttachOptions, on_update: Update, on_interval: Interval | None 
             "netns": opts.netns,
             "cgroup_id": opts.cgroup_id,
             "duration_s": opts.duration,
+            "sample": opts.sample,
         }
     )
     config = make_config(
-        opts.port_lo, opts.port_hi, netns=opts.netns, tgid=opts.pid, cgroup_id=opts.cgroup_id
+        opts.port_lo,
+        opts.port_hi,
+        netns=opts.netns,
+        tgid=opts.pid,
+        cgroup_id=opts.cgroup_id,
+        sample=opts.sample,
     )
     duration = opts.duration or math.inf
     started = time.monotonic()

@@ -40,6 +40,7 @@ class TraceOptions:
     skip: tuple[str, ...] = ()
     options: TransportOptions = field(default_factory=TransportOptions)
     service: ServiceOptions = field(default_factory=ServiceOptions)
+    sample: int = 1  # follow 1 datagram in this many
 
 
 def trace(opts: TraceOptions, on_update: Update) -> Run:
@@ -58,6 +59,7 @@ def trace(opts: TraceOptions, on_update: Update) -> Run:
             "port": opts.port,
             "transport_options": asdict(opts.options),
             "workload": opts.service.name,
+            "sample": opts.sample,
             **({"lms": asdict(opts.service)} if opts.service.name == "lms" else {}),
         }
     )
@@ -84,6 +86,7 @@ def _trace_in_topology(opts: TraceOptions, choice: HookChoice, run: Run, on_upda
             opts.port + opts.service.servers - 1,
             netns=list(topo.netns_inodes()),
             ring=RING_TRANSPORTS.get(opts.transport, "none"),
+            sample=opts.sample,
         )
         with Tracer(config, choice) as tracer:
             phases.reached("attach")

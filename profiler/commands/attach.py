@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         skip=args.skip,
         save_every=args.save_every or SAVE_EVERY_S,
         gone=lambda: targets.first_gone(watched),
+        sample=args.sample,
     )
     problems: list[str] = []
 

@@ -63,6 +63,7 @@ def trace_options(args: argparse.Namespace, transport: str) -> lab.TraceOptions:
             block_timeout_ms=args.block_timeout_ms,
         ),
         service=service_options(args),
+        sample=args.sample,
     )
 
 
