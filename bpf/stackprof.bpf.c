@@ -17,7 +17,8 @@
  * headers (packet headers, skb notes), flights (the in-flight table), sockq
  * (socket queue heads), rings (PF_PACKET ring receivers), stashes (entry
  * arguments kept for return probes), drops (the kernel's drop reasons),
- * sampling (which datagrams a sampled run follows).
+ * sampling (which datagrams a sampled run follows), lean (the merged stages
+ * of --detail lean).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -35,6 +36,7 @@
 #include "stashes.bpf.h"
 #include "drops.bpf.h"
 #include "sampling.bpf.h"
+#include "lean.bpf.h"
 
 #define MSG_PEEK 2
 
@@ -180,6 +182,7 @@ static __always_inline int on_stack_rx(const struct sk_buff *skb, bool typed)
 		return 0;
 	f->t_stack = bpf_ktime_get_ns();
 	record_stage(f->path, SP_STAGE_BACKLOG, f->t_rx, f->t_stack);
+	lean_to_stack(f);
 	if ((off & IP_MF) && f->t_last) {
 		record_value(f->path, SP_STAGE_FRAG_TRAIN, f->t_stack - f->t_last);
 		f->t_last = f->t_stack;
@@ -439,8 +442,7 @@ static __always_inline void delivered(const struct sp_flight *f)
 	}
 	t_enter = thread_stamp(&recv_start, tid);
 	start = t_enter && *t_enter > wait_from ? *t_enter : wait_from;
-	record_stage(f->path, SP_STAGE_SOCK_WAIT, wait_from, start);
-	record_stage(f->path, SP_STAGE_RECV, start, now);
+	record_sock_recv(f->path, t_enter, wait_from, start, now);
 	record_stage(f->path, SP_STAGE_TOTAL, f->t_send, now);
 	count(f->path, SP_CNT_DELIVERED);
 }

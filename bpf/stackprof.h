@@ -60,6 +60,10 @@ enum sp_stage {
 	/* PF_PACKET ring receivers, in place of ip_udp, sock_wait and recv. */
 	SP_STAGE_PKT_DELIVER,
 	SP_STAGE_RING_WAIT,
+	/* --detail lean, whose hooks leave the boundaries between them out:
+	 * qdisc+driver+backlog, and sock_wait+recv. */
+	SP_STAGE_TO_STACK,
+	SP_STAGE_SOCK_RECV,
 	SP_NSTAGES,
 };
 
@@ -177,6 +181,7 @@ struct sp_config {
 	__u32 drop_hook;	/* skb:kfree_skb hooked: drops are counted there, by reason */
 	__u64 cgroup_id;
 	__u32 sample;	/* follow 1 datagram in this many, chosen by its key (0, 1: all) */
+	__u32 lean;	/* --detail lean: record the merged stages (bpf/lean.bpf.h) */
 };
 
 /* Everything user space reads, in one mmapped global (.bss). */

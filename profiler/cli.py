@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from profiler import cli_lab
 from profiler.errors import SessionError, UsageError
-from profiler.hooks import BY_NAME, KINDS
+from profiler.hooks import BY_NAME, DETAILS, KINDS
 from profiler.transports import TRANSPORTS
 
 # The module of each command, each with run(args) -> int. Only the chosen one is
@@ -170,6 +170,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="follow 1 datagram in N, chosen by a hash of its headers (the same ones on "
         "every host); counters of sent datagrams stay exact (default 1: all)",
+    )
+    p.add_argument(
+        "--detail",
+        choices=DETAILS,
+        default="full",
+        help="full: every hook point the kernel allows; lean: only the send, first-fragment "
+        "queue, stack entry, socket enqueue and receive return, the stages between merged "
+        "(to_stack, sock_recv) (default full)",
     )
 
 

@@ -25,6 +25,7 @@ from hdrh.log import HistogramLogWriter
 from profiler import atomic
 from profiler.abi import PATHS, STAGES
 from profiler.buckets import bucket_bounds, bucket_of
+from profiler.hooks import listed_stages
 from profiler.metrics import exposition, recorded
 from profiler.run import Run
 
@@ -95,7 +96,7 @@ def write_hdr_log(run: Run, path: Path) -> Path:
             writer.output_comment(f"[StartTime: {start:.3f} (seconds since epoch), {stamp}]")
         writer.output_legend()
         for p in PATHS:
-            for s in STAGES:
+            for s in listed_stages(run.meta, STAGES):
                 writer.output_tagged(run.stage(p, s), f"{p}/{s}", start, length)
         writer.output_tagged(run.client_rtt, RTT_TAG, start, length)
     return path
@@ -106,7 +107,16 @@ def write_json(run: Run, path: Path) -> Path:
     return atomic.write_text(path, json.dumps(run.summary(), indent=1))
 
 
-META_COLUMNS = ("host", "kernel", "transport", "workload", "mtu", "started_at", "duration_s")
+META_COLUMNS = (
+    "host",
+    "kernel",
+    "transport",
+    "detail",
+    "workload",
+    "mtu",
+    "started_at",
+    "duration_s",
+)
 
 
 def bucket_rows(run: Run) -> pd.DataFrame:

@@ -19,6 +19,7 @@ from hdrh.histogram import HdrHistogram
 from profiler import atomic
 from profiler.abi import PATHS, STAGES
 from profiler.buckets import bucket_value, nonzero
+from profiler.hooks import listed_stages
 
 FORMAT = "stackprof-run"
 VERSION = 1
@@ -124,10 +125,11 @@ class Run:
         return self.stages.get((path, stage)) or new_histogram()
 
     def stage_rows(self) -> list[dict[str, Any]]:
-        """One summary row per (path, stage) in stage order, total first."""
+        """One summary row per (path, stage) in stage order, total first: every stage the
+        kernel has, but a lean run's only its own (hooks.listed_stages)."""
         rows = []
         for path in PATHS:
-            for stage in STAGES:
+            for stage in listed_stages(self.meta, STAGES):
                 rows.append({"path": path, "stage": stage, **hist_summary(self.stage(path, stage))})
         return rows
 

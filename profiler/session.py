@@ -30,11 +30,14 @@ Interval = Callable[[Run], None]
 
 
 def hooks_or_fail(
-    kinds: tuple[str, ...], skip: tuple[str, ...] = (), transport: str = "attach"
+    kinds: tuple[str, ...],
+    skip: tuple[str, ...] = (),
+    transport: str = "attach",
+    detail: str = "full",
 ) -> HookChoice:
-    """Choose hooks (none where the transport has no use for them); refuse to run
-    without the boundaries every stage needs."""
-    choice = choose_hooks(kinds, skip=skip + unused_boundaries(transport))
+    """Choose hooks (none where the transport, or a lean run, has no use for them);
+    refuse to run without the boundaries every stage needs."""
+    choice = choose_hooks(kinds, skip=skip + unused_boundaries(transport, detail))
     missing = choice.missing_required()
     if missing:
         raise SessionError(
@@ -44,20 +47,19 @@ def hooks_or_fail(
     return choice
 
 
-def base_meta(choice: HookChoice, transport: str) -> dict[str, Any]:
-    stages = stages_for(transport)
+def base_meta(choice: HookChoice, transport: str, detail: str = "full") -> dict[str, Any]:
+    stages = stages_for(transport, detail)
+    unused = unused_boundaries(transport, detail)
+    left_out = set(unused) - set(unused_boundaries(transport))  # by lean, not worth listing
     return {
         "kernel": platform.release(),
         "transport": transport,
+        "detail": detail,
         "stages": list(stages),
-        "hooks": {
-            n: label
-            for n, label in choice.labels().items()
-            if n not in unused_boundaries(transport)
-        },
+        "hooks": {n: label for n, label in choice.labels().items() if n not in unused},
         "unobserved": list(stages) if transport in UNTRACED else choice.unobserved(stages),
         "untraced": UNTRACED.get(transport),
-        "hooks_refused": choice.refused,
+        "hooks_refused": {b: why for b, why in choice.refused.items() if b not in left_out},
         "stage_help": STAGE_HELP,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -105,7 +107,7 @@ def finish(tracer: Tracer, run: Run) -> Run:
     assert tracer.obj is not None
     tracer.obj.detach()
     if tracer.choice.reproved:  # the remembered hooks failed: say which ones ran
-        fresh = base_meta(tracer.choice, run.meta["transport"])
+        fresh = base_meta(tracer.choice, run.meta["transport"], run.meta.get("detail", "full"))
         run.meta.update({k: fresh[k] for k in ("hooks", "unobserved", "hooks_refused")})
     return collect(tracer, run, older_than_ns=0)
 
@@ -125,6 +127,7 @@ class AttachOptions:
     save_every: float = 600.0
     gone: Callable[[], str | None] | None = None  # why a filtered target went away
     sample: int = 1  # follow 1 datagram in this many
+    detail: str = "full"  # or lean: hooks.LEAN_BOUNDARIES only
 
 
 class Intervals:
@@ -161,10 +164,10 @@ def attach(opts: AttachOptions, on_update: Update, on_interval: Interval | None 
     """Trace datagrams to/from the port range that the filtered senders send. With
     duration 0 it runs until stopped, handing each ``save_every`` interval to
     ``on_interval`` (the last one when stopped)."""
-    choice = hooks_or_fail(opts.kinds, opts.skip)
+    choice = hooks_or_fail(opts.kinds, opts.skip, detail=opts.detail)
     run = Run(
         meta={
-            **base_meta(choice, "attach"),
+            **base_meta(choice, "attach", opts.detail),
             "mtu": 0,
             "ports": [opts.port_lo, opts.port_hi],
             "pid": opts.pid,
@@ -181,6 +184,7 @@ def attach(opts: AttachOptions, on_update: Update, on_interval: Interval | None 
         tgid=opts.pid,
         cgroup_id=opts.cgroup_id,
         sample=opts.sample,
+        lean=opts.detail == "lean",
     )
     duration = opts.duration or math.inf
     started = time.monotonic()

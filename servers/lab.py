@@ -41,14 +41,15 @@ class TraceOptions:
     options: TransportOptions = field(default_factory=TransportOptions)
     service: ServiceOptions = field(default_factory=ServiceOptions)
     sample: int = 1  # follow 1 datagram in this many
+    detail: str = "full"  # or lean: hooks.LEAN_BOUNDARIES only
 
 
 def trace(opts: TraceOptions, on_update: Update) -> Run:
     """Run the reference workload on a private topology under the tracer."""
-    choice = hooks_or_fail(opts.kinds, opts.skip, opts.transport)
+    choice = hooks_or_fail(opts.kinds, opts.skip, opts.transport, opts.detail)
     run = Run(
         meta={
-            **base_meta(choice, opts.transport),
+            **base_meta(choice, opts.transport, opts.detail),
             "mtu": opts.mtu,
             "clients": opts.clients,
             "request_size": opts.request_size,
@@ -87,6 +88,7 @@ def _trace_in_topology(opts: TraceOptions, choice: HookChoice, run: Run, on_upda
             netns=list(topo.netns_inodes()),
             ring=RING_TRANSPORTS.get(opts.transport, "none"),
             sample=opts.sample,
+            lean=opts.detail == "lean",
         )
         with Tracer(config, choice) as tracer:
             phases.reached("attach")
