@@ -17,6 +17,7 @@
 #include "headers.bpf.h"
 #include "filters.bpf.h"
 #include "flights.bpf.h"
+#include "sampling.bpf.h"
 
 #define AF_INET 2
 
@@ -93,6 +94,20 @@ static __always_inline void note_arrival(const struct ip_udp *h)
 		bpf_map_update_elem(&last_arrival, &h->dport, &key, BPF_ANY);
 }
 
+/* A datagram of the service ports without a flight reached the stack whole: in
+ * a sampled run it is the last arrival for its port too (see note_unfollowed). */
+static __always_inline int unfollowed_arrival(const struct ip_udp *h)
+{
+	struct sp_flight_key key = {};
+
+	if (frag_off(h) & IP_MF)
+		return 0;
+	flight_key(h, false, &key);
+	if (note_unfollowed(&key))
+		note_arrival(h);
+	return 0;
+}
+
 /* The head slot of socket sk (NULL: it has none and create is false). */
 static __always_inline struct sp_flight_key *head_slot(const struct sock *sk, bool typed,
 						       bool create)
@@ -128,7 +143,7 @@ static __always_inline void note_head(const struct sock *sk, bool typed,
 		f = datagram_flight(BPF_CORE_READ(up, reader_queue.next), UNTYPED, &key);
 	else if (READ(typed, sk, sk_receive_queue.qlen))
 		f = datagram_flight(READ(typed, sk, sk_receive_queue.next), typed, &key);
-	if (!f)
+	if (!f && !note_unfollowed(&key))
 		return;
 	if (!slot)
 		slot = head_slot(sk, typed, true);
@@ -171,7 +186,7 @@ static __always_inline void note_stream_head(const struct sock *sk, bool typed, 
 	if (!READ(typed, sk, sk_receive_queue.qlen))
 		return;
 	skb = READ(typed, sk, sk_receive_queue.next);
-	if (!datagram_flight(skb, typed, &head.key))
+	if (!datagram_flight(skb, typed, &head.key) && !note_unfollowed(&head.key))
 		return;
 	head.end_seq = tcp_end_seq(skb);
 	bpf_map_update_elem(&stream_head, &id, &head, flags);

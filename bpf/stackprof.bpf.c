@@ -16,7 +16,9 @@
  * concern: histograms (stats), filters (cfg), stamps (per-thread times),
  * headers (packet headers, skb notes), flights (the in-flight table), sockq
  * (socket queue heads), rings (PF_PACKET ring receivers), stashes (entry
- * arguments kept for return probes), drops (the kernel's drop reasons).
+ * arguments kept for return probes), drops (the kernel's drop reasons),
+ * sampling (which datagrams a sampled run follows), lean (the merged stages
+ * of --detail lean).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -34,6 +36,8 @@
 #include "rings.bpf.h"
 #include "stashes.bpf.h"
 #include "drops.bpf.h"
+#include "sampling.bpf.h"
+#include "lean.bpf.h"
 
 #define MSG_PEEK 2
 
@@ -78,6 +82,8 @@ static __always_inline int on_dev_queue(const struct sk_buff *skb, bool typed)
 	flight.sport = h.sport;
 	flight.dport = h.dport;
 	flight_key(&h, frag_off(&h) & IP_MF, &key);
+	if (!sampled(&key))
+		return sampled_out(flight.path, &key, &h, flight.t_send);
 	if (key.fragmented)
 		flight.frag_payload = bpf_ntohs(h.ip.tot_len) - h.ip.ihl * 4;
 	insert_flight(&key, &flight, now);
@@ -200,6 +206,8 @@ static __always_inline struct sp_flight *arrived_from_afar(const struct ip_udp *
 	flight.sport = h->sport;
 	flight.dport = h->dport;
 	flight_key(h, off & IP_MF, &key);
+	if (!sampled(&key))
+		return NULL;
 	if (key.fragmented)
 		flight.frag_payload = bpf_ntohs(h->ip.tot_len) - h->ip.ihl * 4;
 	insert_flight(&key, &flight, now);
@@ -293,17 +301,16 @@ static __always_inline int on_stack_rx(const struct sk_buff *skb, bool typed)
 	f = head_flight(&h);
 	/* Sent by a traced send (its flight is gone: evicted), or from afar but
 	 * begun at the device receive if that is hooked (then it is gone too). */
-	if (!f && (here || cfg.rx_hook))
-		return 0;
-	if (!f)
+	if (!f && !here && !cfg.rx_hook)
 		f = arrived_from_afar(&h, bpf_ktime_get_ns(), false);
-	else if (f->t_stack)
+	else if (f && f->t_stack)
 		return 0;
-	else
+	else if (f)
 		f->t_stack = bpf_ktime_get_ns();
 	if (!f)
-		return 0;
+		return unfollowed_arrival(&h);
 	record_stage(f->path, SP_STAGE_BACKLOG, f->t_rx, f->t_stack);
+	lean_to_stack(f);
 	if ((off & IP_MF) && f->t_last) {
 		record_value(f->path, SP_STAGE_FRAG_TRAIN, f->t_stack - f->t_last);
 		f->t_last = f->t_stack;
@@ -359,9 +366,9 @@ static __always_inline int on_enqueue(const struct sock *sk, bool typed)
 	if ((void *)skb == (void *)&sk->sk_receive_queue)
 		return 0;
 	f = datagram_flight(skb, typed, &key);
-	if (!f)
+	if (!f && !note_unfollowed(&key))
 		return 0;
-	if (!f->t_enq)
+	if (f && !f->t_enq)
 		enqueued(f);
 	/* A free head slot takes the queues' first datagram (not always this one:
 	 * two enqueues can race); a read in progress still owns a taken slot. */
@@ -568,8 +575,7 @@ static __always_inline void delivered(const struct sp_flight_key *key, const str
 	}
 	t_enter = thread_stamp(&recv_start, tid);
 	start = t_enter && *t_enter > wait_from ? *t_enter : wait_from;
-	record_stage(f->path, SP_STAGE_SOCK_WAIT, wait_from, start);
-	record_stage(f->path, SP_STAGE_RECV, start, now);
+	record_sock_recv(f->path, t_enter, wait_from, start, now);
 	record_stage(f->path, SP_STAGE_TOTAL, flight_begin(f), now);
 	count(f->path, SP_CNT_DELIVERED);
 	if (f->origin == SP_ORIGIN_RECEIVE)

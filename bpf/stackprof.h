@@ -76,6 +76,10 @@ enum sp_stage {
 	SP_STAGE_APP,		/* request's receive returns -> response's send syscall */
 	SP_STAGE_TX_STACK,	/* send syscall -> last fragment's driver transmit */
 	SP_STAGE_AWAY,		/* request's last fragment out -> response's first in */
+	/* --detail lean, whose hooks leave the boundaries between them out:
+	 * qdisc+driver+backlog, and sock_wait+recv. */
+	SP_STAGE_TO_STACK,
+	SP_STAGE_SOCK_RECV,
 	SP_NSTAGES,
 };
 
@@ -111,6 +115,7 @@ enum sp_path_counter {
 	SP_CNT_RECEIVE_ONLY,	/* delivered, followed from their receive only */
 	SP_CNT_SEND_ONLY,	/* ended at their last fragment's driver transmit */
 	SP_CNT_STACK_UNSEEN,	/* delivered with no stack entry seen (GRO merged them) */
+	SP_CNT_SAMPLED_OUT,	/* sent, but left out of the sample (--sample): no flight */
 	SP_NPATH_COUNTERS,
 };
 
@@ -222,6 +227,8 @@ struct sp_config {
 	__u32 residence;	/* pair requests with responses: server and client paths */
 	__u32 rx_hook;		/* a device receive is hooked: flights from afar begin there */
 	__u64 cgroup_id;
+	__u32 sample;	/* follow 1 datagram in this many, chosen by its key (0, 1: all) */
+	__u32 lean;	/* --detail lean: record the merged stages (bpf/lean.bpf.h) */
 };
 
 /* Everything user space reads, in one mmapped global (.bss). */

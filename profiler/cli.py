@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from profiler import cli_lab
 from profiler.errors import SessionError, UsageError
-from profiler.hooks import BY_NAME, KINDS
+from profiler.hooks import BY_NAME, DETAILS, KINDS
 from profiler.transports import TRANSPORTS
 
 # The module of each command, each with run(args) -> int. Only the chosen one is
@@ -84,6 +84,7 @@ def _duration(text: str) -> float:
 
 
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+SAMPLE_MAX = (1 << 32) - 1  # the kernel's rodata holds a u32
 
 
 def _interval(text: str) -> float:
@@ -162,6 +163,22 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="hook points to leave unhooked, e.g. dev_rx (their stages go unobserved)",
     )
     p.add_argument("--no-live", action="store_true", help="print only the final table")
+    p.add_argument(
+        "--sample",
+        type=_int_range(1, SAMPLE_MAX, "sample"),
+        default=1,
+        metavar="N",
+        help="follow 1 datagram in N, chosen by a hash of its headers (the same ones on "
+        "every host); counters of sent datagrams stay exact (default 1: all)",
+    )
+    p.add_argument(
+        "--detail",
+        choices=DETAILS,
+        default="full",
+        help="full: every hook point the kernel allows; lean: only the send, first-fragment "
+        "queue, stack entry, socket enqueue and receive return, the stages between merged "
+        "(to_stack, sock_recv) (default full)",
+    )
 
 
 def _transport_options(p: argparse.ArgumentParser) -> None:

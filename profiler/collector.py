@@ -132,7 +132,8 @@ def collect(tracer: Tracer, run: Run, older_than_ns: int = INCOMPLETE_AGE_NS) ->
     """Refresh run from the live kernel state, flights left in the map included.
 
     Flights neither delivered, dropped nor still in the map were evicted from the
-    bounded flight table (or dropped on a pairing mismatch): counted as ``flights_lost``."""
+    bounded flight table (or dropped on a pairing mismatch): counted as ``flights_lost``.
+    A sampled run (--sample) starts flights for the datagrams sent less those sampled out."""
     fill_run(run, copy_stats(tracer), tracer.recursion_misses())
     evicted = 0
     for path, left in flights_left(tracer, older_than_ns).items():
@@ -143,8 +144,8 @@ def collect(tracer: Tracer, run: Run, older_than_ns: int = INCOMPLETE_AGE_NS) ->
         row["incomplete"] += left["incomplete"]
         row["undelivered"] = left["undelivered"]
         row["in_transit"] = left["in_transit"]
-        started = row["kernel_sent"] + row["kernel_arrived"]
-        evicted += max(0, started - row["kernel_delivered"] - ended - left["in_flight"])
+        followed = row["kernel_sent"] - row["kernel_sampled_out"] + row["kernel_arrived"]
+        evicted += max(0, followed - row["kernel_delivered"] - ended - left["in_flight"])
     run.missed["flights_lost"] = evicted
     note_unobserved(run)
     return run

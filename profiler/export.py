@@ -27,7 +27,7 @@ from hdrh.log import HistogramLogWriter
 from profiler import atomic
 from profiler.abi import STAGES
 from profiler.buckets import bucket_bounds, bucket_of
-from profiler.hooks import run_paths
+from profiler.hooks import listed_stages, run_paths
 from profiler.metrics import exposition, recorded
 from profiler.run import Run
 
@@ -44,9 +44,12 @@ def to_dataframe(run: Run) -> pd.DataFrame:
 
 
 def write_csv(run: Run, path: Path) -> Path:
-    """The per-stage summary as CSV; unobserved stages have empty percentile cells."""
+    """The per-stage summary as CSV; unobserved stages have empty percentile cells. The
+    last column is the sample rate: the counts are of 1 datagram in ``sample``."""
+    frame = to_dataframe(run)
+    frame["sample"] = run.sample
     with atomic.atomic_open(path) as out:
-        to_dataframe(run).to_csv(out, index=False)
+        frame.to_csv(out, index=False)
     return Path(path)
 
 
@@ -95,7 +98,7 @@ def write_hdr_log(run: Run, path: Path) -> Path:
             writer.output_comment(f"[StartTime: {start:.3f} (seconds since epoch), {stamp}]")
         writer.output_legend()
         for p in run_paths(run.meta):
-            for s in STAGES:
+            for s in listed_stages(run.meta, STAGES):
                 writer.output_tagged(run.stage(p, s), f"{p}/{s}", start, length)
         writer.output_tagged(run.client_rtt, RTT_TAG, start, length)
     return path
@@ -106,7 +109,16 @@ def write_json(run: Run, path: Path) -> Path:
     return atomic.write_text(path, json.dumps(run.summary(), indent=1))
 
 
-META_COLUMNS = ("host", "kernel", "transport", "workload", "mtu", "started_at", "duration_s")
+META_COLUMNS = (
+    "host",
+    "kernel",
+    "transport",
+    "detail",
+    "workload",
+    "mtu",
+    "started_at",
+    "duration_s",
+)
 
 
 def bucket_rows(run: Run) -> pd.DataFrame:
@@ -115,7 +127,7 @@ def bucket_rows(run: Run) -> pd.DataFrame:
     columns and the sample rate where one was set."""
     rows = []
     meta: dict[str, Any] = {k: run.meta.get(k) for k in META_COLUMNS}
-    meta["sample"] = int(run.meta.get("sample") or 1)
+    meta["sample"] = run.sample
     for (path, stage), hist in sorted(run.stages.items()):
         values, counts = recorded(hist)
         for value, count in zip(values.tolist(), counts.tolist(), strict=True):

@@ -3,7 +3,8 @@ every candidate again (seconds of loads) while nothing it depends on has changed
 
 The key is what decides whether a candidate works: the kernel (release, build and
 the digest of its BTF), the BPF object (its digest), the kinds allowed and the hook
-points skipped. A new kernel, a rebuilt object or other options miss the cache and
+points skipped (asked for with --skip, of no use to the transport, or left out by
+--detail lean). A new kernel, a rebuilt object or other options miss the cache and
 are proved afresh; a choice that fails to load anyway is dropped and re-proved
 (loader.Tracer). ``STACKPROF_NO_HOOK_CACHE=1`` turns the cache off.
 """
@@ -48,7 +49,7 @@ def key(obj: Path, kinds: tuple[str, ...], skip: tuple[str, ...]) -> str:
         "btf": _digest(BTF),
         "object": _digest(obj),
         "kinds": list(kinds),
-        "skip": sorted(skip),
+        "skip": sorted(set(skip)),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 

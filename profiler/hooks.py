@@ -8,7 +8,7 @@ boundary nobody could hook makes both stages around it unobservable.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,6 +201,8 @@ STAGE_SPANS: dict[str, tuple[str, str]] = {
     "udp_rcv": ("udp_rcv", "sk_enqueue"),
     "pkt_deliver": ("stack_rx", "pkt_rcv"),
     "ring_wait": ("stack_rx", "ring_wake"),
+    "to_stack": ("dev_queue", "stack_rx"),
+    "sock_recv": ("sk_enqueue", "recv_return"),
 }
 
 # The paths flights follow (a datagram each way), and the residence paths: one
@@ -271,7 +273,22 @@ STAGE_HELP: dict[str, str] = {
     "tx_stack": "send syscall -> last fragment's driver transmit",
     "away": "request's last fragment out -> response's first in (wire and the other host)",
     "stream_wait": "socket enqueue -> the receive call that copies its last byte starts",
+    "to_stack": "first fragment queued -> its stack entry (qdisc, driver, backlog)",
+    "sock_recv": "socket enqueue -> receive returns (sock_wait, recv)",
+    "stream_recv": "socket enqueue -> the read that copies its last byte returns",
 }
+
+# --detail lean hooks only the boundaries that carry most of the time (a ring receiver's
+# end of a request too); each stage across one it leaves unhooked is merged into one of
+# LEAN_MERGED, which only lean runs have (BPF records them under cfg.lean).
+DETAILS = ("full", "lean")
+LEAN_BOUNDARIES = ("send_enter", "dev_queue", "stack_rx", "sk_enqueue", "recv_return")
+LEAN_MERGED: dict[str, tuple[str, ...]] = {
+    "to_stack": ("qdisc", "driver", "backlog"),
+    "sock_recv": ("sock_wait", "recv"),
+}
+LEAN_STAGES = ("total", "send", "to_stack", "frag_train", "ip_udp", "sock_recv")
+RING_BOUNDARIES = ("pkt_rcv", "ring_wake")
 
 
 # What a byte stream has no use for: fragments (TCP segments are never IP
@@ -287,7 +304,12 @@ UDP_ONLY_STAGES = (
 UDP_ONLY_BOUNDARIES = ("frag_tx", "defrag_done", "udp_rcv", "udp_enqueue")
 
 # Stage names as a stream reads them (the data keeps the stable names).
-STREAM_LABELS = {"udp_ip_tx": "tcp_ip_tx", "ip_udp": "ip_tcp", "sock_wait": "stream_wait"}
+STREAM_LABELS = {
+    "udp_ip_tx": "tcp_ip_tx",
+    "ip_udp": "ip_tcp",
+    "sock_wait": "stream_wait",
+    "sock_recv": "stream_recv",
+}
 
 
 # Transports whose packets are never IP fragments nor UDP (a byte stream, or RDS on it).
@@ -302,26 +324,36 @@ UNTRACED = {
 }
 
 
-def unused_boundaries(transport: str) -> tuple[str, ...]:
-    """Hook points that serve no stage of this transport (left unhooked)."""
+def unused_boundaries(transport: str, detail: str = "full") -> tuple[str, ...]:
+    """Hook points that serve no stage of this transport (left unhooked); lean leaves
+    every point but LEAN_BOUNDARIES (and a ring receiver's) unhooked too."""
     if transport in RING_TRANSPORTS:
-        return ()
-    unused = ("pkt_rcv", "ring_wake")
-    if transport == "attach":
+        unused: tuple[str, ...] = ()
+    elif transport == "attach":
+        unused = RING_BOUNDARIES
+    elif transport in STREAM_TRANSPORTS:
+        unused = (*RING_BOUNDARIES, "recvmmsg_ret", *UDP_ONLY_BOUNDARIES)
+    else:
+        extra = () if transport == "udp-mmsg" else ("recvmmsg_ret",)
+        unused = (*RING_BOUNDARIES, *extra)
+    if detail != "lean":
         return unused
-    if transport in STREAM_TRANSPORTS:
-        return (*unused, "recvmmsg_ret", *UDP_ONLY_BOUNDARIES)
-    return unused if transport == "udp-mmsg" else (*unused, "recvmmsg_ret")
+    keep = (*LEAN_BOUNDARIES, *(RING_BOUNDARIES if transport in RING_TRANSPORTS else ()))
+    return (*unused, *(b.name for b in BOUNDARIES if b.name not in keep and b.name not in unused))
 
 
-def stages_for(transport: str, one_sided: bool = False) -> tuple[str, ...]:
-    """The stages a run of this transport can have, finer ones after their parent;
+def stages_for(transport: str, detail: str = "full", one_sided: bool = False) -> tuple[str, ...]:
+    """The stages a run of this transport (and detail) can have, finer ones after their
+    parent; a lean run has only the coarse ones its hooks delimit (LEAN_STAGES);
     tx_frags only where datagrams may leave the traced host (one_sided)."""
     skip: tuple[str, ...] = () if transport in RING_TRANSPORTS else RING_STAGES
     if not one_sided or transport in STREAM_TRANSPORTS:
         skip += ("tx_frags",)
     if transport in STREAM_TRANSPORTS:
         skip += UDP_ONLY_STAGES
+    if detail == "lean":
+        return tuple(s for s in (*LEAN_STAGES, *RING_STAGES) if s not in skip)
+    skip += tuple(LEAN_MERGED)
     order: list[str] = []
     for stage in STAGE_SPANS:
         if stage in PARENT or stage in skip:
@@ -367,4 +399,14 @@ def stage_span(path: str, stage: str) -> tuple[str, str]:
 def run_stages(info: Mapping[str, Any]) -> tuple[str, ...]:
     """The stages a run (its metadata) has, in display order; runs saved before
     the list was recorded get their transport's."""
-    return tuple(info.get("stages") or stages_for(str(info.get("transport", "udp"))))
+    transport, detail = str(info.get("transport", "udp")), str(info.get("detail") or "full")
+    return tuple(info.get("stages") or stages_for(transport, detail))
+
+
+def listed_stages(info: Mapping[str, Any], every: Sequence[str]) -> list[str]:
+    """Of every stage (the kernel's order), those a run's rows list: a lean run's own,
+    else all but the merged stages only lean runs have."""
+    if info.get("detail") == "lean":
+        own = set(run_stages(info))
+        return [s for s in every if s in own]
+    return [s for s in every if s not in LEAN_MERGED]

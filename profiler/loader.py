@@ -258,14 +258,20 @@ def make_config(
     cgroup_id: int | None = None,
     ring: str = "none",
     residence: bool = True,
+    sample: int = 1,
+    lean: bool = False,
 ) -> ctypes.Structure:
     """The rodata filters (service ports, namespaces, pid, cgroup: the namespaces
     are the traced host, its scope), how the receiver reads (abi.RING_KINDS: a
     socket, or a PF_PACKET ring of frames or blocks, where its requests end when
-    it has seen them), and whether requests are paired with their responses (the
-    server and client paths)."""
+    it has seen them), whether requests are paired with their responses (the
+    server and client paths), the sample rate (1 datagram in ``sample`` followed:
+    profiler.sampling), and whether the run is lean (--detail lean: the merged
+    stages of bpf/lean.bpf.h recorded)."""
     cfg = abi.Config(port_lo=port_lo, port_hi=port_hi, ring_receiver=abi.RING_KINDS.index(ring))
     cfg.residence = int(residence)
+    cfg.sample = sample
+    cfg.lean = int(lean)
     if netns:
         cfg.filter_netns = 1
         for i, inum in enumerate(netns[: abi.CONST["SP_MAX_NETNS"]]):

@@ -43,6 +43,11 @@ def _check(runs: Sequence[Run], names: Sequence[str]) -> None:
             raise MergeError(
                 f"{name} has buckets {bucket_layout(run)}, {first_name} has {bucket_layout(first)}"
             )
+        if run.sample != first.sample:
+            raise MergeError(
+                f"{name} followed 1 datagram in {run.sample}, {first_name} 1 in "
+                f"{first.sample}: their counts do not add up"
+            )
         mine, theirs = set(observed_stages(run)), set(observed_stages(first))
         if mine != theirs:
             only = sorted(mine - theirs)

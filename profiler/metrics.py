@@ -142,11 +142,14 @@ def _missed(run: Run, extra: Mapping[str, str]) -> Metric:
 
 
 def info_labels(meta: Mapping[str, Any]) -> dict[str, str]:
-    """The kernel, the hook used per boundary and the unobserved stages, as info labels."""
+    """The kernel, the hook used per boundary, the unobserved stages, the sample rate (1
+    datagram in ``sample`` followed) and the detail (full or lean), as info labels."""
     hooks = meta.get("hooks") or {}
     out = {
         "kernel": str(meta.get("kernel", "")),
         "unobserved": ",".join(meta.get("unobserved") or ()),
+        "sample": str(int(meta.get("sample") or 1)),
+        "detail": str(meta.get("detail") or "full"),
     }
     out.update({f"hook_{name}": str(choice or "none") for name, choice in sorted(hooks.items())})
     return out

@@ -22,7 +22,7 @@ from hdrh.histogram import HdrHistogram
 from profiler import atomic
 from profiler.abi import STAGES
 from profiler.buckets import bucket_value, nonzero
-from profiler.hooks import run_paths
+from profiler.hooks import listed_stages, run_paths
 
 FORMAT = "stackprof-run"
 VERSION = 1
@@ -123,6 +123,12 @@ class Run:
     batch: HdrHistogram = field(default_factory=new_histogram)
     sums: dict[tuple[str, str], int] = field(default_factory=dict)
 
+    @property
+    def sample(self) -> int:
+        """1 datagram in this many was followed (--sample; runs saved before it: 1): the
+        histograms and the followed counts are of those, the sent counts of all."""
+        return int(self.meta.get("sample") or 1)
+
     def stage(self, path: str, stage: str) -> HdrHistogram:
         """The histogram of one stage (empty if the stage was not seen)."""
         return self.stages.get((path, stage)) or new_histogram()
@@ -134,10 +140,11 @@ class Run:
         return exact if exact is not None else midpoint_sum(self.stage(path, stage))
 
     def stage_rows(self) -> list[dict[str, Any]]:
-        """One summary row per (path, stage) in stage order, total first."""
+        """One summary row per (path, stage) in stage order, total first: every stage the
+        kernel has, but a lean run's only its own (hooks.listed_stages)."""
         rows = []
         for path in run_paths(self.meta):
-            for stage in STAGES:
+            for stage in listed_stages(self.meta, STAGES):
                 hist, exact = self.stage(path, stage), self.sums.get((path, stage))
                 row = {"path": path, "stage": stage, **hist_summary(hist)}
                 if exact is not None and hist.get_total_count():

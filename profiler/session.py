@@ -30,11 +30,14 @@ Interval = Callable[[Run], None]
 
 
 def hooks_or_fail(
-    kinds: tuple[str, ...], skip: tuple[str, ...] = (), transport: str = "attach"
+    kinds: tuple[str, ...],
+    skip: tuple[str, ...] = (),
+    transport: str = "attach",
+    detail: str = "full",
 ) -> HookChoice:
-    """Choose hooks (none where the transport has no use for them); refuse to run
-    without the boundaries every stage needs."""
-    choice = choose_hooks(kinds, skip=skip + unused_boundaries(transport))
+    """Choose hooks (none where the transport, or a lean run, has no use for them);
+    refuse to run without the boundaries every stage needs."""
+    choice = choose_hooks(kinds, skip=skip + unused_boundaries(transport, detail))
     missing = choice.missing_required()
     if missing:
         raise SessionError(
@@ -44,23 +47,24 @@ def hooks_or_fail(
     return choice
 
 
-def base_meta(choice: HookChoice, transport: str, one_sided: bool = False) -> dict[str, Any]:
+def base_meta(
+    choice: HookChoice, transport: str, detail: str = "full", one_sided: bool = False
+) -> dict[str, Any]:
     """What every run says of itself; one_sided where datagrams may be followed from
     one end only (the traced host is not every namespace they cross)."""
-    stages = stages_for(transport, one_sided)
+    stages = stages_for(transport, detail, one_sided)
+    unused = unused_boundaries(transport, detail)
+    left_out = set(unused) - set(unused_boundaries(transport))  # by lean, not worth listing
     return {
         "kernel": platform.release(),
         "transport": transport,
+        "detail": detail,
         "stages": list(stages),
-        "hooks": {
-            n: label
-            for n, label in choice.labels().items()
-            if n not in unused_boundaries(transport)
-        },
+        "hooks": {n: label for n, label in choice.labels().items() if n not in unused},
         "unobserved": list(stages) if transport in UNTRACED else choice.unobserved(stages),
         "untraced": UNTRACED.get(transport),
         "residence": transport not in UNTRACED,
-        "hooks_refused": choice.refused,
+        "hooks_refused": {b: why for b, why in choice.refused.items() if b not in left_out},
         "stage_help": STAGE_HELP,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -108,7 +112,13 @@ def finish(tracer: Tracer, run: Run) -> Run:
     assert tracer.obj is not None
     tracer.obj.detach()
     if tracer.choice.reproved:  # the remembered hooks failed: say which ones ran
-        fresh = base_meta(tracer.choice, run.meta["transport"], "tx_frags" in run.meta["stages"])
+        meta = run.meta
+        fresh = base_meta(
+            tracer.choice,
+            meta["transport"],
+            meta.get("detail", "full"),
+            "tx_frags" in meta["stages"],
+        )
         run.meta.update({k: fresh[k] for k in ("hooks", "unobserved", "hooks_refused")})
     return collect(tracer, run, older_than_ns=0)
 
@@ -127,6 +137,8 @@ class AttachOptions:
     skip: tuple[str, ...] = ()
     save_every: float = 600.0
     gone: Callable[[], str | None] | None = None  # why a filtered target went away
+    sample: int = 1  # follow 1 datagram in this many
+    detail: str = "full"  # or lean: hooks.LEAN_BOUNDARIES only
 
 
 class Intervals:
@@ -163,10 +175,10 @@ def attach(opts: AttachOptions, on_update: Update, on_interval: Interval | None 
     """Trace datagrams to/from the port range that the filtered senders send. With
     duration 0 it runs until stopped, handing each ``save_every`` interval to
     ``on_interval`` (the last one when stopped)."""
-    choice = hooks_or_fail(opts.kinds, opts.skip)
+    choice = hooks_or_fail(opts.kinds, opts.skip, detail=opts.detail)
     run = Run(
         meta={
-            **base_meta(choice, "attach", one_sided=True),
+            **base_meta(choice, "attach", opts.detail, one_sided=True),
             "mtu": 0,
             "ports": [opts.port_lo, opts.port_hi],
             "pid": opts.pid,
@@ -174,10 +186,17 @@ def attach(opts: AttachOptions, on_update: Update, on_interval: Interval | None 
             "scope": opts.netns or "every network namespace on this kernel",
             "cgroup_id": opts.cgroup_id,
             "duration_s": opts.duration,
+            "sample": opts.sample,
         }
     )
     config = make_config(
-        opts.port_lo, opts.port_hi, netns=opts.netns, tgid=opts.pid, cgroup_id=opts.cgroup_id
+        opts.port_lo,
+        opts.port_hi,
+        netns=opts.netns,
+        tgid=opts.pid,
+        cgroup_id=opts.cgroup_id,
+        sample=opts.sample,
+        lean=opts.detail == "lean",
     )
     duration = opts.duration or math.inf
     started = time.monotonic()

@@ -42,14 +42,16 @@ class TraceOptions:
     skip: tuple[str, ...] = ()
     options: TransportOptions = field(default_factory=TransportOptions)
     service: ServiceOptions = field(default_factory=ServiceOptions)
+    sample: int = 1  # follow 1 datagram in this many
+    detail: str = "full"  # or lean: hooks.LEAN_BOUNDARIES only
 
 
 def trace(opts: TraceOptions, on_update: Update) -> Run:
     """Run the reference workload on a private topology under the tracer."""
-    choice = hooks_or_fail(opts.kinds, opts.skip, opts.transport)
+    choice = hooks_or_fail(opts.kinds, opts.skip, opts.transport, opts.detail)
     run = Run(
         meta={
-            **base_meta(choice, opts.transport, one_sided=opts.scope != "both"),
+            **base_meta(choice, opts.transport, opts.detail, one_sided=opts.scope != "both"),
             "mtu": opts.mtu,
             "rx": opts.rx,
             "clients": opts.clients,
@@ -61,6 +63,7 @@ def trace(opts: TraceOptions, on_update: Update) -> Run:
             "port": opts.port,
             "transport_options": asdict(opts.options),
             "workload": opts.service.name,
+            "sample": opts.sample,
             **({"lms": asdict(opts.service)} if opts.service.name == "lms" else {}),
         }
     )
@@ -90,6 +93,8 @@ def _trace_in_topology(opts: TraceOptions, choice: HookChoice, run: Run, on_upda
             opts.port + opts.service.servers - 1,
             netns=scope[opts.scope],
             ring=RING_TRANSPORTS.get(opts.transport, "none"),
+            sample=opts.sample,
+            lean=opts.detail == "lean",
         )
         with Tracer(config, choice) as tracer:
             phases.reached("attach")

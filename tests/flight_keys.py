@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from profiler import abi
+from profiler.sampling import is_sampled, key_hash
 
 IP_DF = 0x4000
 IP_MF = 0x2000
@@ -86,3 +87,19 @@ def describe(key: Any) -> str:
     ident = int.from_bytes(key.id.to_bytes(2, "little"), "big")
     kind = "fragmented" if key.fragmented else "whole"
     return f"{src} -> {dst} id {ident} ({kind})"
+
+
+def header_sampled(hdr: IPv4UDP, every: int) -> bool:
+    """Whether the kernel follows this packet's datagram at --sample every (its key's
+    fields as the header carries them: profiler.sampling)."""
+    fragmented = hdr.fragmented
+    value = key_hash(
+        int.from_bytes(hdr.saddr, "big"),
+        int.from_bytes(hdr.daddr, "big"),
+        hdr.ident,
+        hdr.proto,
+        fragmented,
+        0 if fragmented else hdr.sport or 0,
+        0 if fragmented else hdr.dport or 0,
+    )
+    return is_sampled(value, every)

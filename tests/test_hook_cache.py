@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from profiler import hookcache, loader
-from profiler.hooks import BY_NAME
+from profiler.hooks import BY_NAME, KINDS, LEAN_BOUNDARIES
 from profiler.loader import Tracer, choose_hooks, make_config
+from profiler.session import hooks_or_fail
 
 pytestmark = [
     pytest.mark.root,
@@ -49,6 +50,20 @@ def test_other_kinds_or_skips_are_proved_on_their_own() -> None:
     other = choose_hooks(skip=("dev_rx",))
     assert not other.cached and other.chosen["dev_rx"] is None
     assert len(list(hookcache.cache_dir().glob("hooks-*.json"))) == 2
+
+
+def test_a_lean_choice_is_remembered_on_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--detail lean asks for fewer hook points: proved and remembered apart from full's,
+    and a point both lean and --skip leave out is the same question."""
+    full = hooks_or_fail(KINDS, (), "udp", "full")
+    lean = hooks_or_fail(KINDS, (), "udp", "lean")
+    assert not full.cached and not lean.cached
+    assert {point for point, c in lean.chosen.items() if c} == set(LEAN_BOUNDARIES)
+    assert len(list(hookcache.cache_dir().glob("hooks-*.json"))) == 2
+    monkeypatch.setattr(loader, "prove_hooks", _no_proof)
+    again = hooks_or_fail(KINDS, ("dev_rx",), "udp", "lean")
+    assert again.cached and again.labels() == lean.labels()
+    assert hooks_or_fail(KINDS, (), "udp", "full").labels() == full.labels()
 
 
 def test_a_changed_btf_is_proved_again(own_cache: Path) -> None:

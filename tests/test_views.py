@@ -20,12 +20,15 @@ from rich.console import Console, RenderableType
 
 from profiler.abi import MISSES, STAGES
 from profiler.export import export, to_dataframe, write_csv, write_hdr_log
-from profiler.hooks import PARENT, run_paths, stages_for
+from profiler.hooks import PARENT, listed_stages, run_paths, stages_for
 from profiler.run import Run, hist_summary, mean_value, new_histogram
 from profiler.views.compare import render_compare
 from profiler.views.live import LiveView, render
 from profiler.views.report import render_report
 from profiler.views.tables import DASH, fmt_us, missed_table, path_summaries, share_bar
+
+# The rows of a full run: every stage but those only lean runs have.
+FULL_ROWS = listed_stages({}, STAGES)
 
 STATUS = {"elapsed_s": 12.3, "duration_s": 30}
 
@@ -216,7 +219,7 @@ def test_compare_flags_stages_measured_by_different_hooks() -> None:
 def test_csv_round_trips_through_pandas(tmp_path: Path) -> None:
     path = write_csv(mtu_1500_run(), tmp_path / "run.csv")
     frame = pd.read_csv(path).set_index(["path", "stage"])
-    assert len(frame) == len(run_paths({})) * len(STAGES)
+    assert len(frame) == len(run_paths({})) * len(FULL_ROWS)
     total = frame.loc[("request", "total")]
     assert total["count"] == 1000
     assert total["p50_us"] == pytest.approx(40.031)
@@ -247,7 +250,9 @@ def test_hdr_log_reads_back_with_the_same_counts(tmp_path: Path) -> None:
         assert hist.get_start_time_stamp() == START_EPOCH_S * 1000
     reader.close()
     expected = {
-        f"{p}/{s}": run.stage(p, s).get_total_count() for p in run_paths(run.meta) for s in STAGES
+        f"{p}/{s}": run.stage(p, s).get_total_count()
+        for p in run_paths(run.meta)
+        for s in FULL_ROWS
     }
     expected["client/rtt"] = 1000
     assert read == expected
@@ -260,8 +265,8 @@ def test_export_chooses_by_suffix(tmp_path: Path) -> None:
     doc = json.loads(export(run, tmp_path / "run.json").read_text())
     assert doc == json.loads(json.dumps(run.summary()))
     paths = run_paths(run.meta)
-    assert pd.read_csv(export(run, tmp_path / "RUN.CSV")).shape[0] == len(paths) * len(STAGES)
-    assert export(run, tmp_path / "run.hlog").read_text().count("Tag=") == 2 * len(STAGES) + 1
+    assert pd.read_csv(export(run, tmp_path / "RUN.CSV")).shape[0] == len(paths) * len(FULL_ROWS)
+    assert export(run, tmp_path / "run.hlog").read_text().count("Tag=") == 2 * len(FULL_ROWS) + 1
 
 
 def test_export_rejects_an_unknown_suffix(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def check(args: argparse.Namespace) -> None:
     writable(args.json, what="--json")
     distinct([("--out", args.out), ("--json", args.json)])
     filters(args)
-    check_hooks(args.hooks, args.skip, unused_boundaries("attach"))
+    check_hooks(args.hooks, args.skip, unused_boundaries("attach", args.detail))
     check_listen(args.metrics)
 
 
@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         skip=args.skip,
         save_every=args.save_every or SAVE_EVERY_S,
         gone=lambda: targets.first_gone(watched),
+        sample=args.sample,
+        detail=args.detail,
     )
     problems: list[str] = []
 

@@ -65,6 +65,8 @@ def trace_options(args: argparse.Namespace, transport: str) -> lab.TraceOptions:
             block_timeout_ms=args.block_timeout_ms,
         ),
         service=service_options(args),
+        sample=args.sample,
+        detail=args.detail,
     )
 
 
@@ -105,7 +107,7 @@ def check(args: argparse.Namespace) -> None:
         except ValueError as exc:
             raise UsageError(f"--{name.replace('_', '-')}: {exc}") from None
     for transport in transports:
-        check_hooks(args.hooks, args.skip, unused_boundaries(transport))
+        check_hooks(args.hooks, args.skip, unused_boundaries(transport, args.detail))
         try:
             trace_options(args, transport).options.check()
         except ValueError as exc:

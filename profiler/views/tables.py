@@ -84,6 +84,10 @@ def header_line(info: Mapping[str, Any]) -> Text:
     if info.get("request_size") is not None:
         sizes = f"req {info['request_size']} B / resp {info.get('response_size', '?')} B"
         parts.append((sizes, ""))
+    if info.get("detail") == "lean":
+        parts.append(("lean", "bold"))
+    if int(info.get("sample") or 1) > 1:
+        parts.append((f"1 in {int(info['sample']):,} datagrams followed", "bold"))
     elapsed, duration = info.get("elapsed_s"), info.get("duration_s")
     if elapsed is not None:
         parts.append((f"{elapsed:.0f}/{duration:.0f} s" if duration else f"{elapsed:.0f} s", ""))
