@@ -21,7 +21,7 @@ from pathlib import Path
 
 ASSETS = "assets"
 HEADER = "stackprof.h"
-OBJECTS = ("stackprof", "probe", "empty", "clock")  # what bpf/ builds, setup.sh copies
+OBJECTS = ("stackprof", "probe", "empty", "clock", "stamps")  # what bpf/ builds, setup.sh copies
 
 _FIX = "run `bash setup.sh` (in a checkout: `make -C bpf`), or reinstall stackprof"
 
