@@ -145,16 +145,26 @@ def design_floor(
     costs: dict[str, dict[str, Any]], stamps_per_datagram: float | None
 ) -> dict[str, Any]:
     """Empty's ns per datagram plus stackprof's timestamps per datagram times one
-    timestamp's cost on these hooks (clock's ns per event less empty's)."""
-    empty, clock = costs.get("empty"), costs.get("clock")
-    if not empty or not clock or stamps_per_datagram is None:
+    timestamp's cost on these hooks (clock's ns per event less empty's).
+
+    Empty's ns per datagram is taken as its ns per event times the events stackprof's
+    programs ran per datagram: on the same hooks, on a quiet machine, the very same figure,
+    but other traffic of the machine, which differs from one run to the next, does not
+    then weigh on one side of the ratio only (``events_mismatch`` says by how much)."""
+    empty, clock, full = (costs.get(c) for c in ("empty", "clock", "stackprof"))
+    if not empty or not clock or not full or stamps_per_datagram is None:
         return {"timestamp_ns": None, "floor_ns_per_datagram": None}
     stamp = clock["mean_ns"] - empty["mean_ns"]
+    events = full["events_per_datagram"]
+    dispatch = empty["mean_ns"] * events
     return {
         "timestamp_ns": stamp,
         "stamps_per_datagram": stamps_per_datagram,
-        "empty_ns_per_datagram": empty["ns_per_datagram"],
-        "floor_ns_per_datagram": empty["ns_per_datagram"] + stamps_per_datagram * stamp,
+        "events_per_datagram": events,
+        "empty_ns_per_event": empty["mean_ns"],
+        "empty_ns_per_datagram": dispatch,
+        "events_mismatch": ratio(events, empty["events_per_datagram"]),
+        "floor_ns_per_datagram": dispatch + stamps_per_datagram * stamp,
     }
 
 

@@ -12,6 +12,11 @@ def fmt(value: float | None, spec: str, unit: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{unit}"
 
 
+def col(value: float | None, spec: str, width: int) -> str:
+    """A table cell: the value, or "-", right-aligned in width."""
+    return fmt(value, spec).rjust(width)
+
+
 def kilo(value: float | None) -> str:
     return "-" if value is None else f"{value / 1e3:.1f}K"
 
@@ -61,12 +66,12 @@ def print_cell(cell: dict[str, Any]) -> None:
             print(f"  {config:<10}  {row['status']}")
             continue
         print(
-            f"  {config:<10}{fmt(row['p50_us'], '8.1f')}{fmt(row['p99_us'], '9.1f')}"
-            f"{fmt(row.get('added_p50_us'), '+8.1f'):>8}{fmt(row.get('added_p99_us'), '+8.1f'):>8}"
-            f"{fmt(row.get('p50_ratio'), '7.2f'):>7}{fmt(row.get('p99_ratio'), '7.2f'):>7}"
-            f"{fmt(row.get('added_p50_vs_empty'), '11.2f'):>11}"
+            f"  {config:<10}{col(row['p50_us'], '.1f', 8)}{col(row['p99_us'], '.1f', 9)}"
+            f"{col(row.get('added_p50_us'), '+.1f', 8)}{col(row.get('added_p99_us'), '+.1f', 8)}"
+            f"{col(row.get('p50_ratio'), '.2f', 7)}{col(row.get('p99_ratio'), '.2f', 7)}"
+            f"{col(row.get('added_p50_vs_empty'), '.2f', 11)}"
             f"{kilo(row['round_trips_per_s']):>9}{kilo(row['throughput_per_s']):>9}"
-            f"{fmt(row.get('throughput_ratio'), '7.2f'):>7}"
+            f"{col(row.get('throughput_ratio'), '.2f', 7)}"
         )
 
 
@@ -79,7 +84,7 @@ def print_costs(costs: dict[str, dict[str, Any]], label: str) -> None:
         x = cost["ns_per_datagram"] / empty if empty else None
         print(
             f"  {config:<10}{cost['events_per_datagram']:13.1f}{cost['mean_ns']:10.1f}"
-            f"{cost['ns_per_datagram']:10.0f}{fmt(x, '9.2f'):>9}"
+            f"{cost['ns_per_datagram']:10.0f}{col(x, '.2f', 9)}"
         )
     names = sorted({p["name"] for c in costs.values() for p in c["programs"]})
     configs = list(costs)
@@ -90,7 +95,9 @@ def print_costs(costs: dict[str, dict[str, Any]], label: str) -> None:
         where = next((c for c in configs if per[c]), configs[0])  # empty's when it has it
         found, datagrams = per[where], costs[where]["datagrams"]
         events = found["events"] / datagrams if found and datagrams else 0.0
-        cells = "".join(fmt(p["mean_ns"] if p else None, "11.1f").rjust(11) for p in per.values())
+        cells = "".join(
+            col(p["mean_ns"] if p and p["events"] else None, ".1f", 11) for p in per.values()
+        )
         print(f"  {name:<30}{events:13.2f}{cells}")
 
 
@@ -102,17 +109,24 @@ def print_floor(floor: dict[str, Any], costs: dict[str, dict[str, Any]]) -> None
     if floor.get("floor_ns_per_datagram") is None:
         print("\ndesign floor: not measured")
         return
-    full = costs.get("stackprof", {}).get("ns_per_datagram")
+    full = costs["stackprof"]["ns_per_datagram"]
     print(
         f"\none timestamp (bpf_ktime_get_ns) here: {floor['timestamp_ns']:.1f} ns per event "
         f"(clock - empty); stackprof takes {floor['stamps_per_datagram']:.2f} per datagram "
         "(counted: stamps.bpf.o)"
     )
     print(
-        f"design floor: {floor['empty_ns_per_datagram']:.0f} + {floor['stamps_per_datagram']:.2f}"
-        f" x {floor['timestamp_ns']:.1f} = {floor['floor_ns_per_datagram']:.0f} ns per datagram; "
-        f"stackprof {fmt(full, '.0f')} ns"
+        f"design floor: {floor['empty_ns_per_event']:.1f} ns x {floor['events_per_datagram']:.1f}"
+        f" events + {floor['stamps_per_datagram']:.2f} x {floor['timestamp_ns']:.1f} ns = "
+        f"{floor['floor_ns_per_datagram']:.0f} ns per datagram; stackprof {full:.0f} ns "
+        f"(x {full / floor['floor_ns_per_datagram']:.2f})"
     )
+    mismatch = floor["events_mismatch"]
+    if mismatch is not None and abs(mismatch - 1) > 0.15:
+        print(
+            f"WARNING: stackprof ran {mismatch:.2f}x empty's events per datagram on the same "
+            "hooks: other traffic on this machine is in the counts"
+        )
 
 
 def print_attach(attach: dict[str, dict[str, Any]]) -> None:
@@ -139,4 +153,4 @@ def print_targets(targets: dict[str, dict[str, Any]]) -> None:
     print("\nTargets")
     print(f"  {'target':<38}{'value':>9}{'limit':>8}  verdict")
     for name, t in targets.items():
-        print(f"  {name:<38}{fmt(t['value'], '9.2f'):>9}{t['limit']:8.2f}  {t['verdict']}")
+        print(f"  {name:<38}{col(t['value'], '.2f', 9)}{t['limit']:8.2f}  {t['verdict']}")
