@@ -14,7 +14,7 @@ stackprof chooses); ``stackprof`` attach, and its ``lean`` (``--detail lean``) a
 cell, a ping-pong (latency: sockperf's p50 and p99) and a throughput run (datagrams the
 server read per second); then, BPF stats on, one more ping-pong in the reference cell
 (MTU 1500, one CPU) gives events and BPF ns per datagram from the kernel's counters.
-Last, stamps.bpf.o (stackprof's programs counting their timestamps) gives the timestamps
+Last, stampcount.bpf.o (stackprof's programs counting their timestamps) gives the timestamps
 stackprof takes per datagram, for its design floor. See benchmarks/README.md.
 """
 
@@ -41,6 +41,7 @@ from benchmarks.overhead_configs import (  # noqa: E402
     FLOORS,
     Attached,
     AttachFailed,
+    attach_figures,
     attach_help,
     attached,
     availability,
@@ -63,6 +64,7 @@ from benchmarks.overhead_stats import (  # noqa: E402
     count_stamps,
     disturbances,
     event_cost,
+    wait_quiet,
 )
 from profiler import atomic  # noqa: E402
 from profiler.errors import SessionError  # noqa: E402
@@ -77,13 +79,9 @@ CPUS = (1, 2)
 MAIN_PID = os.getpid()
 REFERENCE = Cell(1500, 1)  # the issue's: 8 KiB in 6 fragments, both ends on one CPU
 STAMPS_METHOD = (
-    "counted: stamps.bpf.o is stackprof.bpf.c built with every bpf_ktime_get_ns() also "
+    "counted: stampcount.bpf.o is stackprof.bpf.c built with every bpf_ktime_get_ns() also "
     "adding 1 to a global; attached as attach attaches stackprof, over one ping-pong in the "
     "reference cell, that count over the datagrams both namespaces read"
-)
-START_METHOD = (
-    "exec of `python -m profiler attach` to its 'paused at attach' line "
-    "(STACKPROF_PAUSE_AT=attach: every program attached; it is continued at once)"
 )
 
 
@@ -171,22 +169,6 @@ def rounds(bench: Bench) -> None:
                 print(f"  {config}: attach failed, dropped: {exc}", flush=True)
 
 
-def attach_figures(attaches: list[Attached]) -> dict[str, Any]:
-    """Start time (median over rounds) and memory (max) of one stackprof configuration."""
-    starts = [a.start_s for a in attaches if a.start_s is not None]
-    peaks = [a.peak_rss_mib for a in attaches if a.peak_rss_mib is not None]
-    attached_rss = [a.rss_attached_mib for a in attaches if a.rss_attached_mib is not None]
-    return {
-        "start_s": figures.median(starts),
-        "start_s_rounds": starts,
-        "rss_attached_mib": max(attached_rss, default=None),
-        "peak_rss_mib": max(peaks, default=None),
-        "traced": attaches[-1].traced if attaches else {},
-        "programs": len(attaches[-1].programs) if attaches else 0,
-        "method": START_METHOD,
-    }
-
-
 def summarise(bench: Bench, stamps: StampCount | None) -> dict[str, Any]:
     """Every figure of the run, as the JSON holds them; printed as it is made."""
     status = {c: bench.status[c] for c in CONFIGS}
@@ -218,7 +200,7 @@ def summarise(bench: Bench, stamps: StampCount | None) -> dict[str, Any]:
             "cells": cells,
         },
         "event_cost": list(costs.values()),
-        "event_cost_rounds": [_cost_row(c) for c in bench.costs],
+        "event_cost_rounds": [c.row() for c in bench.costs],
         "timestamp_ns": floor["timestamp_ns"],
         "stamps": {**asdict(stamps), "per_datagram": stamps.per_datagram} if stamps else None,
         "stamps_method": STAMPS_METHOD,
@@ -227,17 +209,6 @@ def summarise(bench: Bench, stamps: StampCount | None) -> dict[str, Any]:
         "full_added_p50": added,
         "targets": targets,
         "failures": bench.failures,
-    }
-
-
-def _cost_row(cost: EventCost) -> dict[str, Any]:
-    keys = ("events", "run_time_ns", "mean_ns", "events_per_datagram", "ns_per_datagram")
-    return {
-        "config": cost.config,
-        "round": cost.round,
-        "datagrams": cost.datagrams,
-        "sent": cost.sent,
-        **{k: getattr(cost, k) for k in keys},
     }
 
 
@@ -257,7 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     reference = REFERENCE if REFERENCE in cells else cells[0]
     status = {c: None for c in ("none", *FLOORS)} | availability(attach_help())
     bench = Bench(args, choice, status, cells, reference)
-    foreign = disturbances()
+    foreign = wait_quiet(args.wait_quiet)
     if foreign:
         print(f"WARNING: not alone on this machine, figures are skewed: {foreign}")
     print(f"hooks: {', '.join(c.label for c in choice.chosen.values() if c)}")
@@ -343,9 +314,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--hooks", type=_kinds, default=KINDS, metavar="KINDS",
         help=f"hook kinds allowed, in preference order (default {','.join(KINDS)})",
     )  # fmt: skip
+    parser.add_argument(
+        "--wait-quiet", type=float, default=0.0, metavar="S",
+        help="first wait up to S s for other tracers and workloads to finish",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not 1 <= args.rounds <= 100:
         parser.error("--rounds must be in 1..100")
+    if not 0 <= args.wait_quiet <= 3600:
+        parser.error("--wait-quiet must be in 0..3600 seconds")
     if args.json and not args.json.absolute().parent.is_dir():
         parser.error(f"--json: no folder {args.json.absolute().parent}")  # not after the run
     return args

@@ -24,6 +24,7 @@ import os
 import queue
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from benchmarks.overhead_load import Lab, die_with_parent
 from profiler import resources
@@ -48,9 +50,13 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "lean": ("--detail", "lean"),
     "sample16": ("--sample", "16"),
 }
-ATTACH_TIMEOUT_S = 120.0
+ATTACH_TIMEOUT_S = 300.0  # Python under emulation (the guest test) starts ~10x slower
 STOP_TIMEOUT_S = 60.0
 PAUSED = "paused at attach"
+START_METHOD = (
+    "exec of `python -m profiler attach` to its 'paused at attach' line "
+    "(STACKPROF_PAUSE_AT=attach: every program attached; it is continued at once)"
+)
 
 
 class AttachFailed(RuntimeError):
@@ -100,7 +106,7 @@ def check_floor_objects(names: set[str]) -> None:
     (only a build older than bpf/programs.def fails here)."""
     with BPFObject(OBJECT) as real:
         want = {p.name: p.section for p in real.programs() if p.name in names}
-    for path in (*FLOORS.values(), resources.bpf_object("stamps")):
+    for path in (*FLOORS.values(), resources.bpf_object("stampcount")):
         with BPFObject(path) as floor:
             have = {p.name: p.section for p in floor.programs()}
         wrong = sorted(n for n, sec in want.items() if have.get(n) != sec)
@@ -264,3 +270,19 @@ def attached(
     else:
         with stackprof(config, lab, kinds) as att:
             yield att
+
+
+def attach_figures(attaches: list[Attached]) -> dict[str, Any]:
+    """Start time (median over rounds) and memory (max) of one stackprof configuration."""
+    starts = [a.start_s for a in attaches if a.start_s is not None]
+    peaks = [a.peak_rss_mib for a in attaches if a.peak_rss_mib is not None]
+    attached_rss = [a.rss_attached_mib for a in attaches if a.rss_attached_mib is not None]
+    return {
+        "start_s": statistics.median(starts) if starts else None,
+        "start_s_rounds": starts,
+        "rss_attached_mib": max(attached_rss, default=None),
+        "peak_rss_mib": max(peaks, default=None),
+        "traced": attaches[-1].traced if attaches else {},
+        "programs": len(attaches[-1].programs) if attaches else 0,
+        "method": START_METHOD,
+    }

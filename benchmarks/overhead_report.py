@@ -113,7 +113,7 @@ def print_floor(floor: dict[str, Any], costs: dict[str, dict[str, Any]]) -> None
     print(
         f"\none timestamp (bpf_ktime_get_ns) here: {floor['timestamp_ns']:.1f} ns per event "
         f"(clock - empty); stackprof takes {floor['stamps_per_datagram']:.2f} per datagram "
-        "(counted: stamps.bpf.o)"
+        "(counted: stampcount.bpf.o)"
     )
     print(
         f"design floor: {floor['empty_ns_per_event']:.1f} ns x {floor['events_per_datagram']:.1f}"

@@ -1,6 +1,6 @@
 """The overhead benchmark's kernel-side figures: BPF run time and events per datagram
 (the kernel's own per-program counters, BPF stats), the timestamps stackprof takes per
-datagram (counted by stamps.bpf.o), and what else on the machine skews them.
+datagram (counted by stampcount.bpf.o), and what else on the machine skews them.
 
 BPF stats are held on by an fd (BPF_ENABLE_STATS) for one ping-pong run at a time, never
 during the latency and throughput runs (they add two clock reads to every program run),
@@ -16,10 +16,11 @@ import os
 import re
 import statistics
 import subprocess
+import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from benchmarks.overhead_configs import Attached
 from benchmarks.overhead_load import Cell, Lab, LoadError, Udp
@@ -28,14 +29,14 @@ from profiler.libbpf import enable_stats, prog_info_by_id
 from profiler.loader import HookChoice, Tracer, make_config
 from servers.topology import NETNS_DIR, PREFIX
 
-STAMPS_OBJECT = resources.bpf_object("stamps")
+STAMPS_OBJECT = resources.bpf_object("stampcount")
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 _NS = re.compile(rf"^{PREFIX}\d+-(cli|srv)$")
 T = TypeVar("T")
 
 
 class StampCounter(ctypes.Structure):
-    """stamps.bpf.o's .data.stamps section (bpf/stampcount.bpf.h)."""
+    """stampcount.bpf.o's .data.stamps section (bpf/stampcount.bpf.h)."""
 
     _fields_ = [("taken", ctypes.c_uint64)]
 
@@ -83,6 +84,17 @@ class EventCost:
     @property
     def ns_per_datagram(self) -> float:
         return self.run_time_ns / self.datagrams if self.datagrams else 0.0
+
+    def row(self) -> dict[str, Any]:
+        """Its figures without the programs (the JSON's event_cost_rounds)."""
+        keys = ("events", "run_time_ns", "mean_ns", "events_per_datagram", "ns_per_datagram")
+        return {
+            "config": self.config,
+            "round": self.round,
+            "datagrams": self.datagrams,
+            "sent": self.sent,
+            **{k: getattr(self, k) for k in keys},
+        }
 
 
 @dataclass
@@ -223,4 +235,14 @@ def disturbances(own: Collection[int] = ()) -> list[str]:
     with contextlib.suppress(OSError):
         if BPF_STATS.read_text().strip() != "0":
             found.append("kernel.bpf_stats_enabled=1 (every program runs slower)")
+    return found
+
+
+def wait_quiet(limit_s: float) -> list[str]:
+    """Wait (at most limit_s) until nobody else traces or runs a workload; what remains."""
+    deadline = time.monotonic() + limit_s
+    found = disturbances()
+    while found and time.monotonic() < deadline:
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+        found = disturbances()
     return found

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Forced in (clang -include) before stackprof.bpf.c to build stamps.bpf.o, the same
+ * Forced in (clang -include) before stackprof.bpf.c to build stampcount.bpf.o, the same
  * programs that also count every timestamp they take: benchmarks/overhead.py divides
  * the count by the datagrams of a run to get the timestamps stackprof takes per
  * datagram, the multiplier of one timestamp's cost in its design floor. Never loaded

@@ -58,7 +58,7 @@ exit $rc
 
 @pytest.fixture(scope="module")
 def overhead(guest_config: GuestConfig) -> Iterator[dict[str, Any]]:
-    for name in ("stackprof", "empty", "clock", "stamps"):
+    for name in ("stackprof", "empty", "clock", "stampcount"):
         make_bpf_object(name)
     outdir = Path(tempfile.mkdtemp(prefix="stackprof-guest-overhead-", dir="/tmp"))
     try:
