@@ -47,6 +47,7 @@ from benchmarks.overhead_configs import (  # noqa: E402
     availability,
     check_floor_objects,
     chosen_programs,
+    verbose,
 )
 from benchmarks.overhead_figures import LoadRun  # noqa: E402
 from benchmarks.overhead_load import (  # noqa: E402
@@ -105,6 +106,7 @@ class Bench:
     status: dict[str, str | None]  # None: measured; else why not
     cells: list[Cell]
     reference: Cell
+    attach_extra: tuple[str, ...] = ()  # --verbose, when attach has it
     lab: Lab | None = None
     runs: list[LoadRun] = field(default_factory=list)
     costs: list[EventCost] = field(default_factory=list)
@@ -145,7 +147,7 @@ def _load_run(bench: Bench, rnd: int, config: str, cell: Cell) -> None:
 def measure(bench: Bench, rnd: int, config: str) -> None:
     """One configuration in one round: attached, every cell, then BPF stats."""
     assert bench.lab is not None
-    with attached(config, bench.lab, bench.choice, bench.args.hooks) as att:
+    with attached(config, bench.lab, bench.choice, bench.args.hooks, bench.attach_extra) as att:
         report.print_attached(rnd, bench.args.rounds, config, att.start_s, att.rss_attached_mib)
         for cell in bench.cells:
             _load_run(bench, rnd, config, cell)
@@ -226,8 +228,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     check_floor_objects(chosen_programs(choice))
     cells = [Cell(m, c) for m in args.mtus for c in args.cpus]
     reference = REFERENCE if REFERENCE in cells else cells[0]
-    status = {c: None for c in ("none", *FLOORS)} | availability(attach_help())
-    bench = Bench(args, choice, status, cells, reference)
+    help_text = attach_help()
+    status = {c: None for c in ("none", *FLOORS)} | availability(help_text)
+    bench = Bench(args, choice, status, cells, reference, verbose(help_text))
     foreign = wait_quiet(args.wait_quiet)
     if foreign:
         print(f"WARNING: not alone on this machine, figures are skewed: {foreign}")

@@ -73,6 +73,7 @@ class Attached:
     rss_attached_mib: float | None = None
     peak_rss_mib: float | None = None
     traced: dict[str, dict[str, int]] = field(default_factory=dict)  # its --json datagrams
+    said: list[str] = field(default_factory=list)  # its stderr until attached (--verbose)
 
 
 def chosen_programs(choice: HookChoice) -> set[str]:
@@ -90,6 +91,11 @@ def attach_help() -> str:
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     return proc.stdout
+
+
+def verbose(help_text: str) -> tuple[str, ...]:
+    """--verbose when attach has it: what it says of its own start goes into the JSON."""
+    return ("--verbose",) if "--verbose" in help_text else ()
 
 
 def availability(help_text: str) -> dict[str, str | None]:
@@ -177,8 +183,9 @@ def _lines(stream: object, into: queue.Queue[str | None]) -> None:
     into.put(None)
 
 
-def _wait_attached(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
-    """Until stackprof says it is attached and has stopped itself; AttachFailed else."""
+def _wait_attached(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> list[str]:
+    """Until stackprof says it is attached and has stopped itself (what it said before
+    that, e.g. its --verbose timings); AttachFailed else."""
     said: list[str] = []
     deadline = time.monotonic() + ATTACH_TIMEOUT_S
     while True:
@@ -189,7 +196,7 @@ def _wait_attached(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) 
         if line is None:
             raise AttachFailed(f"exited {proc.wait()}: {''.join(said[-5:]).strip()}")
         if PAUSED in line:
-            return
+            return said
         said.append(line)
 
 
@@ -205,25 +212,29 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def attach_argv(config: str, lab: Lab, kinds: tuple[str, ...], out: Path) -> list[str]:
+def attach_argv(
+    config: str, lab: Lab, kinds: tuple[str, ...], out: Path, extra: tuple[str, ...] = ()
+) -> list[str]:
     port = lab.port
     return [
         *(sys.executable, "-m", "profiler", "attach", "--ports", f"{port}-{port}"),
         *("--netns", f"{lab.topo.client_ns},{lab.topo.server_ns}", "--duration", "0"),
         *("--no-live", "--out", str(out), "--json", str(out / "summary.json")),
-        *("--hooks", ",".join(kinds), *VARIANTS[config]),
+        *("--hooks", ",".join(kinds), *VARIANTS[config], *extra),
     ]
 
 
 @contextlib.contextmanager
-def stackprof(config: str, lab: Lab, kinds: tuple[str, ...]) -> Iterator[Attached]:
+def stackprof(
+    config: str, lab: Lab, kinds: tuple[str, ...], extra: tuple[str, ...] = ()
+) -> Iterator[Attached]:
     """``stackprof attach`` in a process of its own, timed from start to attached."""
     att = Attached(config)
     with tempfile.TemporaryDirectory(prefix="stackprof-overhead-") as out:
         env = {**os.environ, "PYTHONPATH": str(REPO), "STACKPROF_PAUSE_AT": "attach"}
         started = time.monotonic()
         proc = subprocess.Popen(
-            attach_argv(config, lab, kinds, Path(out)),
+            attach_argv(config, lab, kinds, Path(out), extra),
             cwd=REPO,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -235,7 +246,7 @@ def stackprof(config: str, lab: Lab, kinds: tuple[str, ...]) -> Iterator[Attache
         lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=_lines, args=(proc.stderr, lines), daemon=True).start()
         try:
-            _wait_attached(proc, lines)
+            att.said = [line.rstrip() for line in _wait_attached(proc, lines)][-10:]
             att.start_s = time.monotonic() - started
             while _state(proc.pid) not in ("T", "t") and proc.poll() is None:
                 time.sleep(0.005)  # it said so, now it stops: continue it only once stopped
@@ -259,16 +270,17 @@ def _traced(path: Path) -> dict[str, dict[str, int]]:
 
 @contextlib.contextmanager
 def attached(
-    config: str, lab: Lab, choice: HookChoice, kinds: tuple[str, ...]
+    config: str, lab: Lab, choice: HookChoice, kinds: tuple[str, ...], extra: tuple[str, ...] = ()
 ) -> Iterator[Attached]:
-    """A configuration's programs attached for the duration of the block."""
+    """A configuration's programs attached for the duration of the block (extra: more
+    options for stackprof attach)."""
     if config == "none":
         yield Attached(config)
     elif config in FLOORS:
         with floor(config, choice) as att:
             yield att
     else:
-        with stackprof(config, lab, kinds) as att:
+        with stackprof(config, lab, kinds, extra) as att:
             yield att
 
 
@@ -285,4 +297,5 @@ def attach_figures(attaches: list[Attached]) -> dict[str, Any]:
         "traced": attaches[-1].traced if attaches else {},
         "programs": len(attaches[-1].programs) if attaches else 0,
         "method": START_METHOD,
+        "said": attaches[-1].said if attaches else [],
     }
