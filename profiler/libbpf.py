@@ -56,6 +56,7 @@ _sig("libbpf_set_print", _P, _PRINT_FN)
 _sig("libbpf_num_possible_cpus", ctypes.c_int)
 _sig("bpf_prog_get_fd_by_id", ctypes.c_int, ctypes.c_uint32)
 _sig("bpf_link_create", ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, _P)
+_sig("bpf_enable_stats", ctypes.c_int, ctypes.c_int)
 
 BPF_XDP = 37  # enum bpf_attach_type
 BPF_TC_INGRESS = 1  # enum bpf_tc_attach_point
@@ -187,6 +188,29 @@ class ProgInfo(ctypes.Structure):
     ]
 
 
+def _prog_info(fd: int, what: str) -> ProgInfo:
+    info = ProgInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    if fd < 0 or _lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)):
+        raise BPFError(ctypes.get_errno(), f"info of {what}")
+    return info
+
+
+def prog_info_by_id(prog_id: int) -> ProgInfo:
+    """Any loaded program's info, another process's too (the overhead benchmark's counts)."""
+    fd = _checked(_lib.bpf_prog_get_fd_by_id(prog_id), f"program {prog_id}")
+    try:
+        return _prog_info(fd, f"program {prog_id}")
+    finally:
+        os.close(fd)
+
+
+def enable_stats() -> int:
+    """An fd keeping every program's run time and count on until closed (BPF_ENABLE_STATS):
+    unlike kernel.bpf_stats_enabled, a process that dies leaves nothing on."""
+    return _checked(_lib.bpf_enable_stats(0), "enable BPF stats")  # BPF_STATS_RUN_TIME
+
+
 class Program:
     """One program of an object: its name, section, autoload switch and stats."""
 
@@ -217,20 +241,11 @@ class Program:
 
     def info(self) -> ProgInfo:
         """Run count, run time (when kernel.bpf_stats_enabled) and recursion misses."""
-        info = ProgInfo()
-        size = ctypes.c_uint32(ctypes.sizeof(info))
-        fd = _lib.bpf_program__fd(self._ptr)
-        if fd < 0 or _lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)):
-            raise BPFError(ctypes.get_errno(), f"info of {self.name}")
-        return info
+        return _prog_info(_lib.bpf_program__fd(self._ptr), self.name)
 
     def new_fd(self) -> int:
         """A new fd of the loaded program, found by id; the caller closes it."""
-        fd = _lib.bpf_prog_get_fd_by_id(self.info().id)
-        if fd < 0:
-            err = ctypes.get_errno() or -fd
-            raise OSError(err, f"fd of {self.name}: {os.strerror(err)}")
-        return int(fd)
+        return _checked(_lib.bpf_prog_get_fd_by_id(self.info().id), f"fd of {self.name}")
 
 
 class Link:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 ASSETS = "assets"
 HEADER = "stackprof.h"
-OBJECTS = ("stackprof", "probe", "empty", "clock")  # what bpf/ builds, setup.sh copies
+# What bpf/ builds and setup.sh copies.
+OBJECTS = ("stackprof", "probe", "empty", "clock", "stampcount")
 
 _FIX = "run `bash setup.sh` (in a checkout: `make -C bpf`), or reinstall stackprof"
 

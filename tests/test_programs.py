@@ -1,9 +1,9 @@
 """The BPF objects carry the programs the hook catalogue names (opened, not loaded: no root).
 
-stackprof.bpf.o and the floors of the overhead benchmark (empty.bpf.o, clock.bpf.o) are
-generated from one program list (bpf/programs.def): each must hold every program a
-candidate of profiler/hooks.py names, in the same section, and the three exactly the
-same (name, section) pairs.
+stackprof.bpf.o, the floors of the overhead benchmark (empty.bpf.o, clock.bpf.o) and its
+timestamp-counting build of stackprof (stampcount.bpf.o) are generated from one program list
+(bpf/programs.def): each must hold every program a candidate of profiler/hooks.py names, in
+the same section, and all exactly the same (name, section) pairs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from profiler.hooks import BOUNDARIES, Candidate
 from profiler.libbpf import BPFObject
 
-OBJECTS = ("stackprof", "empty", "clock")
+OBJECTS = ("stackprof", "empty", "clock", "stampcount")
 
 
 def object_path(name: str) -> Path:
