@@ -164,6 +164,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-live", action="store_true", help="print only the final table")
     p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="attach: say how long start-up took (start to probes attached)",
+    )
+    p.add_argument(
         "--sample",
         type=_int_range(1, SAMPLE_MAX, "sample"),
         default=1,

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from profiler import abi
-from profiler.hooks import DATAGRAM_PATHS
 from profiler.loader import Tracer
+from profiler.paths import DATAGRAM_PATHS
 from profiler.run import Run, histogram_from_buckets
 from profiler.unobserved import note_unobserved
 

@@ -27,7 +27,7 @@ from hdrh.log import HistogramLogWriter
 from profiler import atomic
 from profiler.abi import STAGES
 from profiler.buckets import bucket_bounds, bucket_of
-from profiler.hooks import listed_stages, run_paths
+from profiler.hooks import listed_stages
 from profiler.metrics import exposition, recorded
 from profiler.run import Run
 
@@ -97,7 +97,7 @@ def write_hdr_log(run: Run, path: Path) -> Path:
             stamp = datetime.fromtimestamp(start, UTC).isoformat(" ")
             writer.output_comment(f"[StartTime: {start:.3f} (seconds since epoch), {stamp}]")
         writer.output_legend()
-        for p in run_paths(run.meta):
+        for p in run.paths():
             for s in listed_stages(run.meta, STAGES):
                 writer.output_tagged(run.stage(p, s), f"{p}/{s}", start, length)
         writer.output_tagged(run.client_rtt, RTT_TAG, start, length)

@@ -22,7 +22,8 @@ from hdrh.histogram import HdrHistogram
 from profiler import atomic
 from profiler.abi import STAGES
 from profiler.buckets import bucket_value, nonzero
-from profiler.hooks import listed_stages, run_paths
+from profiler.hooks import listed_stages
+from profiler.paths import RESIDENCE_STAGES, run_paths
 
 FORMAT = "stackprof-run"
 VERSION = 1
@@ -139,11 +140,17 @@ class Run:
         exact = self.sums.get((path, stage))
         return exact if exact is not None else midpoint_sum(self.stage(path, stage))
 
+    def paths(self) -> tuple[str, ...]:
+        """The run's paths (paths.run_paths), and any residence path it recorded."""
+        listed = run_paths(self.meta)
+        extra = sorted({p for p, _ in self.stages} - set(listed))
+        return (*listed, *(p for p in RESIDENCE_STAGES if p in extra))
+
     def stage_rows(self) -> list[dict[str, Any]]:
         """One summary row per (path, stage) in stage order, total first: every stage the
         kernel has, but a lean run's only its own (hooks.listed_stages)."""
         rows = []
-        for path in run_paths(self.meta):
+        for path in self.paths():
             for stage in listed_stages(self.meta, STAGES):
                 hist, exact = self.stage(path, stage), self.sums.get((path, stage))
                 row = {"path": path, "stage": stage, **hist_summary(hist)}
@@ -155,7 +162,7 @@ class Run:
     def datagram_rows(self) -> dict[str, dict[str, Any]]:
         """Per path: sent, traced, mean fragments per datagram, incomplete."""
         out: dict[str, dict[str, Any]] = {}
-        for path in run_paths(self.meta):
+        for path in self.paths():
             counts = self.datagrams.get(path, {})
             frags = self.frags.get(path)
             mean_frags = mean_value(frags) if frags else 0.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import os
 import platform
 import time
 from collections.abc import Callable, Iterator
@@ -63,7 +64,8 @@ def base_meta(
         "hooks": {n: label for n, label in choice.labels().items() if n not in unused},
         "unobserved": list(stages) if transport in UNTRACED else choice.unobserved(stages),
         "untraced": UNTRACED.get(transport),
-        "residence": transport not in UNTRACED,
+        # lean hooks no driver transmit, where a request or response leaves
+        "residence": transport not in UNTRACED and detail != "lean",
         "hooks_refused": {b: why for b, why in choice.refused.items() if b not in left_out},
         "stage_help": STAGE_HELP,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -137,8 +139,19 @@ class AttachOptions:
     skip: tuple[str, ...] = ()
     save_every: float = 600.0
     gone: Callable[[], str | None] | None = None  # why a filtered target went away
+    on_attached: Callable[[Run], None] | None = None  # the probes are attached
     sample: int = 1  # follow 1 datagram in this many
     detail: str = "full"  # or lean: hooks.LEAN_BOUNDARIES only
+
+
+def since_process_start() -> float:
+    """Seconds since this process started (its start in /proc, in clock ticks since
+    boot, against the uptime): a start-up time that counts the imports too."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/self/stat") as stat:
+        started = int(stat.read().rsplit(")", 1)[1].split()[19]) / ticks
+    with open("/proc/uptime") as uptime:
+        return float(uptime.read().split()[0]) - started
 
 
 class Intervals:
@@ -195,6 +208,7 @@ def attach(opts: AttachOptions, on_update: Update, on_interval: Interval | None 
         netns=opts.netns,
         tgid=opts.pid,
         cgroup_id=opts.cgroup_id,
+        residence=bool(run.meta["residence"]),
         sample=opts.sample,
         lean=opts.detail == "lean",
     )
@@ -210,6 +224,10 @@ def attach(opts: AttachOptions, on_update: Update, on_interval: Interval | None 
         return bool(why) or time.monotonic() - started >= duration
 
     with Tracer(config, choice) as tracer:
+        run.meta["attached_after_s"] = round(since_process_start(), 3)
+        run.meta["hooks_cached"] = choice.cached and not tracer.choice.reproved
+        if opts.on_attached:
+            opts.on_attached(run)
         phases.reached("attach")
         cuts = Intervals(tracer, run.meta, opts.save_every, on_interval) if on_interval else None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from profiler.hooks import (
+from profiler.paths import (
     DATAGRAM_PATHS,
     RESIDENCE_STAGES,
     SEND_ONLY_STAGES,

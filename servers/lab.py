@@ -93,6 +93,7 @@ def _trace_in_topology(opts: TraceOptions, choice: HookChoice, run: Run, on_upda
             opts.port + opts.service.servers - 1,
             netns=scope[opts.scope],
             ring=RING_TRANSPORTS.get(opts.transport, "none"),
+            residence=bool(run.meta["residence"]),
             sample=opts.sample,
             lean=opts.detail == "lean",
         )

@@ -121,3 +121,21 @@ def test_bad_filters_exit_2_with_one_line(args: tuple[str, ...]) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("stackprof: error:")
+
+
+def test_verbose_says_how_long_start_up_took(tmp_path: Path) -> None:
+    """--verbose: the time from the process's start to its probes attached, on stderr
+    and in the run (the overhead benchmark reads it)."""
+    out = tmp_path / "run.json"
+    cmd = [sys.executable, "-m", "profiler", "attach", "--ports", "7999-7999", "--verbose"]
+    done = subprocess.run(
+        [*cmd, "--duration", "1", "--no-live", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stderr.splitlines() if "probes attached" in x)
+    said = float(line.split("probes attached ")[1].split(" s")[0])
+    meta = json.loads(out.read_text())["summary"]["meta"]
+    assert 0 < said == meta["attached_after_s"] < 60

@@ -21,8 +21,9 @@ import pytest
 from rich.console import Console
 
 from profiler.collector import collect
-from profiler.hooks import DATAGRAM_PATHS, RING_TRANSPORTS, stages_for, unused_boundaries
+from profiler.hooks import RING_TRANSPORTS, stages_for, unused_boundaries
 from profiler.loader import Tracer, choose_hooks, make_config
+from profiler.paths import DATAGRAM_PATHS
 from profiler.run import Run
 from profiler.session import finish
 from profiler.views.live import render

@@ -20,7 +20,8 @@ from rich.console import Console, RenderableType
 
 from profiler.abi import MISSES, STAGES
 from profiler.export import export, to_dataframe, write_csv, write_hdr_log
-from profiler.hooks import PARENT, listed_stages, run_paths, stages_for
+from profiler.hooks import PARENT, listed_stages, stages_for
+from profiler.paths import run_paths
 from profiler.run import Run, hist_summary, mean_value, new_histogram
 from profiler.views.compare import render_compare
 from profiler.views.live import LiveView, render

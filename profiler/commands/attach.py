@@ -61,6 +61,17 @@ def check(args: argparse.Namespace) -> None:
     check_listen(args.metrics)
 
 
+def said_attached(run: Run) -> None:
+    """--verbose: how long from start to probes attached, and whether the hook choice
+    was remembered or proved."""
+    how = "remembered hook choice" if run.meta.get("hooks_cached") else "hooks proved"
+    print(
+        f"stackprof: probes attached {run.meta['attached_after_s']:.2f} s after start ({how})",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     until_stopped = args.duration == 0
     watched = filters(args)
@@ -79,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         gone=lambda: targets.first_gone(watched),
         sample=args.sample,
         detail=args.detail,
+        on_attached=said_attached if args.verbose else None,
     )
     problems: list[str] = []
 

@@ -14,7 +14,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from profiler.hooks import DATAGRAM_PATHS, run_stages
+from profiler.hooks import run_stages
+from profiler.paths import DATAGRAM_PATHS
 from profiler.run import Run
 from profiler.views.report import LISTED_APART, value_text
 from profiler.views.tables import (

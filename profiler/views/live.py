@@ -10,9 +10,10 @@ from typing import Any
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 
-from profiler.hooks import DATAGRAM_PATHS, run_paths
+from profiler.paths import run_paths
 from profiler.run import Run
 from profiler.views.console import output_console
+from profiler.views.paths import path_view
 from profiler.views.tables import (
     datagram_table,
     header_line,
@@ -21,9 +22,7 @@ from profiler.views.tables import (
     lost_line,
     missed_line,
     missed_table,
-    residence_line,
     rtt_line,
-    stage_table,
 )
 
 
@@ -34,10 +33,7 @@ def render(run: Run, status: Mapping[str, Any], compact: bool = False) -> Render
     take one line, the residence paths one line each."""
     info = info_of(run, status)
     parts: list[RenderableType] = [header_line(info), lost_line(run)]
-    paths = run_paths(info)
-    tabled = [p for p in paths if not compact or p in DATAGRAM_PATHS]
-    parts += [stage_table(run, path, info, hide_unobserved=compact) for path in tabled]
-    parts += [residence_line(run, path, info) for path in paths if path not in tabled]
+    parts += [path_view(run, path, info, compact) for path in run_paths(info)]
     parts += [datagram_table(run, losses_under=False), rtt_line(run)]
     parts += [missed_line(run) if compact else missed_table(run), hooks_line(info)]
     return Group(*parts)

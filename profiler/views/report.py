@@ -15,8 +15,10 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from profiler.hooks import STAGE_HELP, run_paths, run_stages, stage_name
+from profiler.hooks import STAGE_HELP, run_stages, stage_name
+from profiler.paths import run_paths
 from profiler.run import Run
+from profiler.views.paths import path_view
 from profiler.views.tables import (
     DASH,
     datagram_table,
@@ -25,7 +27,6 @@ from profiler.views.tables import (
     missed_table,
     rtt_line,
     stage_hooks,
-    stage_table,
 )
 
 LISTED_APART = (
@@ -95,7 +96,7 @@ def render_report(run: Run) -> RenderableType:
     """A saved run in full: metadata, stage tables, datagrams, misses and hooks."""
     info = info_of(run)
     parts: list[RenderableType] = [header_line(info), meta_table(run.meta)]
-    parts += [stage_table(run, path, info) for path in run_paths(info)]
+    parts += [path_view(run, path, info) for path in run_paths(info)]
     parts += [datagram_table(run), rtt_line(run), missed_table(run), hooks_table(info)]
     refused = refused_table(info)
     if refused is not None:

@@ -16,7 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from profiler.abi import DROP_CAUSES, MISSES, STAGES
-from profiler.hooks import PARENT, STAGE_SPANS, path_stages, run_paths, stage_name
+from profiler.hooks import PARENT, STAGE_SPANS, stage_name
+from profiler.paths import path_stages, run_paths
 from profiler.run import Run, batch_summary, hist_summary
 
 DASH = "—"
@@ -144,22 +145,6 @@ def stage_table(
         table.caption = "\n".join(f"unobserved: {r}" for r in reasons)
         table.caption_justify = "left"
     return table
-
-
-def residence_line(run: Run, path: str, info: Mapping[str, Any]) -> Text:
-    """A residence path on one line: its total p50 and the p50 of each part
-    (``server (n=31,636, p50 µs): total 33.5 = rx_stack 12.2 + sock_wait 5.0 …``)."""
-    summaries = path_summaries(run, path, info)
-    total = summaries.get("total")
-    text = Text(f"{path} ", style="bold")
-    if not total:
-        why = ((info.get("unobserved_paths") or {}).get(path) or {}).get("total")
-        text.append(f"unobserved: {short_reason(why) or DASH}", style="dim yellow")
-        return text
-    text.append(f"(n={int(total['count']):,}, p50 µs): total {fmt_us(float(total['p50_us']))} = ")
-    parts = [f"{s} {fmt_us(float(v['p50_us']))}" for s, v in summaries.items() if s != "total"]
-    text.append(" + ".join(parts), style="cyan")
-    return text
 
 
 def short_reason(why: str | None) -> str | None:

@@ -15,7 +15,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from profiler.hooks import DATAGRAM_PATHS, run_stages
+from profiler.hooks import run_stages
+from profiler.paths import DATAGRAM_PATHS
 from profiler.run import Run, batch_summary, hist_summary
 from profiler.views.tables import DASH, fmt_us, stage_label
 
