@@ -93,10 +93,17 @@ static __always_inline bool ip_header(const void *ip, struct ip_udp *h)
 	return ip && read_ip_udp(ip, h);
 }
 
-/* The inode number of the network namespace of skb's device. */
-static __always_inline __u32 skb_netns(const struct sk_buff *skb)
+/* The inode number of the network namespace of skb's device: four plain loads
+ * in typed programs, where the probe reads cost a helper call each. */
+static __always_inline __u32 skb_netns(const struct sk_buff *skb, bool typed)
 {
-	return BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	return READ(typed, skb, dev, nd_net.net, ns.inum);
+}
+
+/* The inode number of the network namespace of socket sk. */
+static __always_inline __u32 sock_netns(const struct sock *sk, bool typed)
+{
+	return READ(typed, sk, __sk_common.skc_net.net, ns.inum);
 }
 
 /* Whether skb's device is hardware (it has a parent on a bus: PCI, virtio),

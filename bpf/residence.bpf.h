@@ -14,7 +14,7 @@
  *
  * One outstanding request per client address and port is remembered (a
  * closed loop, as request/response clients are); a later one replaces it.
- * Tables are LRU: clients that went away age out.
+ * A client that went away leaves its slot to the next client hashed there.
  */
 #ifndef __STACKPROF_RESIDENCE_BPF_H
 #define __STACKPROF_RESIDENCE_BPF_H
@@ -24,40 +24,69 @@
 #include "stackprof.h"
 #include "histograms.bpf.h"
 #include "filters.bpf.h"
+#include "flights.bpf.h"
 
 #ifndef SP_PAIR_ENTRIES
 #define SP_PAIR_ENTRIES 16384
 #endif
+_Static_assert((SP_PAIR_ENTRIES & (SP_PAIR_ENTRIES - 1)) == 0, "a power of two");
+
+/* A client's slot: its address and port, and its waiting request (t_begin 0:
+ * none). An array, one slot per hash of the client: each request costs a few
+ * inlined loads and stores (an LRU hash cost a helper call and its locks for
+ * every request remembered, on each host). */
+struct pair_slot {
+	struct sp_pair_key key;
+	struct sp_pair p;
+};
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, SP_PAIR_ENTRIES);
-	__type(key, struct sp_pair_key);
-	__type(value, struct sp_pair);
+	__type(key, __u32);
+	__type(value, struct pair_slot);
 } server_pairs SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, SP_PAIR_ENTRIES);
-	__type(key, struct sp_pair_key);
-	__type(value, struct sp_pair);
+	__type(key, __u32);
+	__type(value, struct pair_slot);
 } client_pairs SEC(".maps");
 
+static __always_inline struct pair_slot *pair_slot(void *pairs, __u32 addr, __u16 port)
+{
+	__u32 index = mix32(addr ^ (__u32)port << 16) & (SP_PAIR_ENTRIES - 1);
+
+	return bpf_map_lookup_elem(pairs, &index);
+}
+
+/* Remember client addr:port's request. Another client's request still waiting
+ * in the slot (their hashes collide) is replaced: counted as pairs_full. */
 static __always_inline void remember(void *pairs, __u32 addr, __u16 port, const struct sp_pair *p)
 {
-	struct sp_pair_key key = { .addr = addr, .port = port };
+	struct pair_slot *slot = pair_slot(pairs, addr, port);
 
-	if (bpf_map_update_elem(pairs, &key, p, BPF_ANY))
+	if (!slot)
+		return;
+	if (slot->p.t_begin && (slot->key.addr != addr || slot->key.port != port))
 		miss(SP_MISS_PAIRS_FULL);
+	slot->p.t_begin = 0;
+	slot->key.addr = addr;
+	slot->key.port = port;
+	slot->p.t_enq = p->t_enq;
+	slot->p.t_recv = p->t_recv;
+	slot->p.t_begin = p->t_begin;
 }
 
 /* The waiting request of a client, taken (NULL: none waits). */
 static __always_inline struct sp_pair *take_pair(void *pairs, __u32 addr, __u16 port)
 {
-	struct sp_pair_key key = { .addr = addr, .port = port };
-	struct sp_pair *p = bpf_map_lookup_elem(pairs, &key);
+	struct pair_slot *slot = pair_slot(pairs, addr, port);
 
-	return p && p->t_begin ? p : NULL;
+	if (!slot || !slot->p.t_begin || slot->key.addr != addr || slot->key.port != port)
+		return NULL;
+	return &slot->p;
 }
 
 /* Server: a request from client addr:port was read (its receive returned at

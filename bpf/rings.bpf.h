@@ -105,7 +105,7 @@ static __always_inline void ring_push(const struct sk_buff *skb, const struct sp
 
 	if (!cfg.ring_receiver || f->path != SP_PATH_REQUEST)
 		return;
-	pending = ring_of(skb_netns(skb));
+	pending = ring_of(skb_netns(skb, UNTYPED));
 	if (!pending)
 		return;
 	if (cfg.ring_receiver == SP_RING_BLOCKS) {

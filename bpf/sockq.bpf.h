@@ -70,12 +70,15 @@ struct {
 	__type(value, struct stream_head);
 } stream_head SEC(".maps");
 
-/* IPPROTO_UDP or IPPROTO_TCP for the IPv4 sockets stackprof follows, else 0. */
+/* IPPROTO_UDP or IPPROTO_TCP for the IPv4 sockets stackprof follows (in the
+ * traced namespaces: a socket elsewhere on the same port is another host's,
+ * and its reads must not take this host's datagrams), else 0. */
 static __always_inline __u16 sock_proto4(const struct sock *sk, bool typed)
 {
 	__u16 proto;
 
-	if (READ(typed, sk, __sk_common.skc_family) != AF_INET)
+	if (READ(typed, sk, __sk_common.skc_family) != AF_INET ||
+	    (cfg.filter_netns && !netns_ok(sock_netns(sk, typed))))
 		return 0;
 	proto = READ(typed, sk, sk_protocol);
 	return proto == IPPROTO_UDP || proto == IPPROTO_TCP ? proto : 0;

@@ -59,13 +59,14 @@ static __always_inline int on_dev_queue(const struct sk_buff *skb, bool typed)
 	struct sp_flight flight = {};
 	struct ip_udp h;
 	__u64 *t_send, now;
-	bool ours;
+	bool ours, first;
 	__u32 tid;
 
 	ours = ip_header(tx_ip(skb, typed), &h);
+	first = ours && !(frag_off(&h) & IP_OFFSET);
 	if (typed)
-		leave_note(skb, ours, ours && sent_in_scope(skb), &h);
-	if (!ours || (frag_off(&h) & IP_OFFSET))
+		leave_note(skb, ours, first && sent_in_scope(skb), &h);
+	if (!first)
 		return 0;
 	tid = (__u32)bpf_get_current_pid_tgid();
 	t_send = thread_stamp(&send_start, tid);
@@ -219,11 +220,11 @@ static __always_inline struct sp_flight *arrived_from_afar(const struct ip_udp *
  * namespace out of scope). A datagram sent here whose last fragment (or only
  * packet) arrives there had its receiver off the host: it ends send-only, at
  * its last fragment's transmit. */
-static __always_inline bool off_host(const struct sk_buff *skb, const struct ip_udp *h)
+static __always_inline bool off_host(const struct sk_buff *skb, bool typed, const struct ip_udp *h)
 {
 	struct sp_flight *f;
 
-	if (!cfg.filter_netns || netns_ok(skb_netns(skb)))
+	if (!cfg.filter_netns || netns_ok(skb_netns(skb, typed)))
 		return false;
 	f = last_packet_flight(h);
 	if (f && f->origin == SP_ORIGIN_SEND)
@@ -243,7 +244,7 @@ static __always_inline int on_dev_rx(const struct sk_buff *skb, bool typed)
 	__u64 now;
 
 	if (!device_headers(skb, typed, AT_RX, cfg.filter_netns, &h, &here) ||
-	    off_host(skb, &h) || (frag_off(&h) & IP_OFFSET))
+	    off_host(skb, typed, &h) || (frag_off(&h) & IP_OFFSET))
 		return 0;
 	f = head_flight(&h);
 	now = bpf_ktime_get_ns();
@@ -293,7 +294,7 @@ static __always_inline int on_stack_rx(const struct sk_buff *skb, bool typed)
 	__u16 off;
 
 	if (!device_headers(skb, typed, AT_STACK, true, &h, &here) ||
-	    (cfg.filter_netns && !netns_ok(skb_netns(skb))))
+	    (cfg.filter_netns && !netns_ok(skb_netns(skb, typed))))
 		return 0;
 	off = frag_off(&h);
 	if (off & IP_OFFSET)
