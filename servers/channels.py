@@ -7,6 +7,12 @@ the client's own address (RDS sends only from a bound one). TCP:
 length-prefixed messages (:mod:`servers.stream`) on one connection, with TCP_NODELAY so a request
 leaves at once; a message cut by a timeout stays buffered for the next
 receive. Every wait is bounded by the ``until_ns`` (CLOCK_MONOTONIC) given.
+
+A channel stamps its own calls (``sent_ns``, ``received_ns``) so a client's round
+trip runs from just before the send call to just after the receive call that
+brought the response in: what the kernel sees of it (a trace's client path runs
+from the send syscall's entry to the receive's return), without the client's
+framing before or its verification after.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ _RETRY_S = 0.01
 
 class Channel(Protocol):
     sock: socket.socket
+    sent_ns: int  # CLOCK_MONOTONIC just before the last send call
+    received_ns: int  # just after the receive call that brought the last message's end in
 
     def send(self, message: bytes, until_ns: int) -> None: ...
 
@@ -61,6 +69,7 @@ class DatagramChannel:
         self.sock.connect((server, port))
         self.buf = bytearray(MAX_DATAGRAM + 1)
         self.view = memoryview(self.buf)
+        self.sent_ns = self.received_ns = 0
 
     @staticmethod
     def open(server: str, port: int) -> socket.socket:
@@ -70,11 +79,18 @@ class DatagramChannel:
 
     def send(self, message: bytes, until_ns: int) -> None:
         """One datagram (a UDP send does not wait for the peer, so until_ns is not needed)."""
+        self.sent_ns = time.monotonic_ns()
         self.sock.send(message)
 
     def receive(self, until_ns: int) -> memoryview | None:
         size = _recv_until(self.sock, self.buf, until_ns)
-        return None if size is None else self.view[:size]
+        if size is None:
+            return None
+        self.received_ns = time.monotonic_ns()
+        # Blocking again, so the next send is its syscall alone: with a timeout set,
+        # Python polls before it (a µs or two of the round trip the kernel never sees).
+        self.sock.settimeout(None)
+        return self.view[:size]
 
 
 class RdsChannel(DatagramChannel):
@@ -104,12 +120,15 @@ class StreamChannel:
         self.deframer = Deframer()
         self.buf = bytearray(_READ_CHUNK)
         self.view = memoryview(self.buf)
+        self.sent_ns = self.received_ns = 0
 
     def send(self, message: bytes, until_ns: int) -> None:
         """The whole framed message, or TimeoutError (the stream is then unusable)."""
+        data = frame(message)
         if not _set_timeout(self.sock, until_ns):
             raise TimeoutError("deadline passed before the request was sent")
-        self.sock.sendall(frame(message))
+        self.sent_ns = time.monotonic_ns()
+        self.sock.sendall(data)
 
     def receive(self, until_ns: int) -> bytes | None:
         while (message := self.deframer.next()) is None:
@@ -118,6 +137,7 @@ class StreamChannel:
                 return None
             if size == 0:
                 raise EOFError("server closed the connection")
+            self.received_ns = time.monotonic_ns()
             self.deframer.feed(self.view[:size])
         return message
 

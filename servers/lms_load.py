@@ -9,7 +9,9 @@ processes on a small machine. A client:
 1. picks a file and block (uniform over ``--blocks``), sends the request of
    :func:`servers.lms.build_request` to port ``--port + server_index(file, block, S)``;
 2. waits for the consistent-read copy (``--timeout``: counted lost, and it goes on),
-   verifies it (:func:`servers.lms.verify_response`) and records the round trip;
+   verifies it (:func:`servers.lms.verify_response`) and records the round trip, from
+   just before its send call to just after the receive call that brought it in (as
+   :mod:`servers.loadgen` does: the loop's other work and the verifying are not in it);
 3. thinks for an exponential time of mean ``--think-us`` (0: none), so the servers'
    input is bursty, then goes back to 1.
 
@@ -77,7 +79,7 @@ class Client:
     cid: int
     rng: random.Random
     seq: int = 0
-    pending: tuple[int, int, int, int] | None = None  # server, file, block, sent ns
+    pending: tuple[int, int, int, int] | None = None  # server, file, block, send call ns
     socks: dict[int, socket.socket] = field(default_factory=dict)  # server index -> socket
     deframers: dict[int, Deframer] = field(default_factory=dict)  # tcp only
     per_server: list[int] = field(default_factory=list)
@@ -155,18 +157,22 @@ class Worker:
             request = payload.build_request(client.cid, client.seq, cfg.request_size)
         else:
             request = lms.build_request(client.cid, client.seq, file, block, cfg.request_size)
+        stream = cfg.transport == "tcp"
+        data = frame(request) if stream else request
         try:
-            if cfg.transport == "tcp":
-                client.socks[index].send(frame(request))
+            sock = client.socks[index if stream else -1]
+            sent = time.monotonic_ns()  # not now: other clients' work may have come since
+            if stream:
+                sock.send(data)
             else:
-                client.socks[-1].sendto(request, (cfg.server, cfg.port + index))
+                sock.sendto(data, (cfg.server, cfg.port + index))
         except (OSError, KeyError):
             self.result.errors += 1
             self.timer(now + _RETRY_NS, client)
             return
         self.result.sent += 1
         client.per_server[index] += 1
-        client.pending = (index, file, block, now)
+        client.pending = (index, file, block, sent)
 
     def verdict(self, client: Client, message: bytes | memoryview) -> Verdict:
         assert client.pending is not None
@@ -176,7 +182,8 @@ class Worker:
         return lms.verify_response(message, client.cid, client.seq, file, block)
 
     def deliver(self, client: Client, message: bytes | memoryview, now: int) -> None:
-        """A message for client: its awaited response, a late one, or a bad one."""
+        """A message for client (its end read at now): its awaited response, a late
+        one, or a bad one."""
         if client.pending is None:
             self.result.late += 1
             return
@@ -192,8 +199,9 @@ class Worker:
         client.pending = None
         self.think(client, now)
 
-    def messages(self, client: Client, index: int) -> Iterator[bytes | memoryview]:
-        """What the socket holds now: datagrams, or whole messages off the stream."""
+    def messages(self, client: Client, index: int) -> Iterator[tuple[bytes | memoryview, int]]:
+        """What the socket holds now: datagrams, or whole messages off the stream, each
+        with when the receive call that brought its end in returned."""
         sock = client.socks[index]
         while True:
             try:
@@ -203,8 +211,9 @@ class Worker:
             except ConnectionError:
                 self.result.errors += 1
                 break
+            received = time.monotonic_ns()
             if index < 0:
-                yield self.view[:size]
+                yield self.view[:size], received
                 continue
             if size == 0:
                 self.result.errors += 1
@@ -213,7 +222,7 @@ class Worker:
             deframer = client.deframers[index]
             deframer.feed(self.view[:size])
             while (message := deframer.next()) is not None:
-                yield message
+                yield message, received
 
     def sweep(self, now: int) -> None:
         """Requests older than the timeout are lost: counted, and their clients go on."""
@@ -236,8 +245,8 @@ class Worker:
             until = min(self.timers[0][0] if self.timers else next_sweep, next_sweep)
             for fd in self.poller.wait(min(until, cfg.deadline_ns) - now):
                 client, index = self.by_fd[fd]
-                for message in self.messages(client, index):
-                    self.deliver(client, message, time.monotonic_ns())
+                for message, received in self.messages(client, index):
+                    self.deliver(client, message, received)
             now = time.monotonic_ns()
             while self.timers and self.timers[0][0] <= now:
                 self.send(self.clients[heapq.heappop(self.timers)[2]], now)

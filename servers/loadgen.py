@@ -7,7 +7,9 @@ RDS socket per client (the kernel's RDS-TCP carries it); both pingpong only.
 
 ``--mode pingpong`` (default): each client sends a request, blocks until the
 matching response arrives (or ``--timeout`` passes: counted as lost, and a new
-request is sent), verifies it, and records the round trip in an HDR histogram.
+request is sent), verifies it, and records the round trip in an HDR histogram: from
+just before the send call to just after the receive call that brought the response
+in (the channel's stamps), as a trace's client path measures it.
 ``--mode blast``: each client sends requests as fast as it can, waiting for
 nothing (run the server with ``--sink``; throughput = what it counted / duration).
 
@@ -95,19 +97,22 @@ def _await(client: _Client, seq: int, until_ns: int) -> Verdict | None:
 
 
 def _exchange(client: _Client, seq: int, hist: HdrHistogram) -> bool:
-    """One request/response; False once the deadline has passed."""
-    cfg, result = client.cfg, client.result
+    """One request/response; False once the deadline has passed. The round trip is
+    the channel's send and receive stamps: verifying (and skipping stale messages)
+    is the client's own work, not the network's."""
+    cfg, result, channel = client.cfg, client.result, client.channel
     request = build_request(client.cid, seq, cfg.request_size)
-    start = time.monotonic_ns()
-    if start >= cfg.deadline_ns:
+    now = time.monotonic_ns()
+    if now >= cfg.deadline_ns:
         return False
-    until_ns = min(start + cfg.timeout_ns, cfg.deadline_ns)
-    client.channel.send(request, until_ns)
+    until_ns = min(now + cfg.timeout_ns, cfg.deadline_ns)
+    channel.send(request, until_ns)
     result.sent += 1
     verdict = _await(client, seq, until_ns)
     if verdict is Verdict.OK:
         result.received += 1
-        hist.record_value(max(1, min(time.monotonic_ns() - start, HIGHEST_NS)))
+        rtt = channel.received_ns - channel.sent_ns
+        hist.record_value(max(1, min(rtt, HIGHEST_NS)))
     elif verdict is Verdict.BAD:
         result.bad += 1
     elif time.monotonic_ns() < cfg.deadline_ns:
