@@ -274,12 +274,12 @@ static __always_inline struct sp_flight *whole_flight(const struct ip_udp *h,
 }
 
 /* A datagram after reassembly (see whole_flight). */
-static __always_inline struct sp_flight *datagram_flight(const struct sk_buff *skb, bool typed,
+static __always_inline struct sp_flight *datagram_flight(const struct sk_buff *skb, enum read_by typed,
 							  struct sp_flight_key *key)
 {
 	struct ip_udp h;
 
-	if (!ip_header(tx_ip(skb, typed), &h))
+	if (!skb_ip_udp(skb, typed, &h))
 		return NULL;
 	return whole_flight(&h, key);
 }

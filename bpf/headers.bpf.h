@@ -23,10 +23,11 @@
 /* Programs whose arguments are typed (tp_btf, fentry, fexit) read kernel
  * structs with plain loads the verifier checks; raw_tp and kprobe ones, whose
  * arguments are plain numbers, through CO-RE probe reads, a helper call each
- * (~50 ns on a slow VM). Functions taking `typed` get it as a constant from
- * their program, so that each program keeps one of the two branches. */
-#define TYPED true
-#define UNTYPED false
+ * (~50 ns on a slow VM). CAST programs are typed and also read packet headers
+ * and udp_sock fields with plain loads, through bpf_rdonly_cast (see below).
+ * Functions taking `typed` get it as a constant from their program, so that
+ * each program keeps one of the branches. */
+enum read_by { UNTYPED, TYPED, CAST };
 #define READ(typed, src, ...) \
 	((typed) ? ___arrow(src, __VA_ARGS__) : BPF_CORE_READ(src, __VA_ARGS__))
 
@@ -56,6 +57,43 @@ static __always_inline bool read_ip_udp(const void *ptr, struct ip_udp *h)
 	return true;
 }
 
+/* bpf_rdonly_cast (6.2, "bpf: Add a kfunc for generic type cast"): a pointer
+ * taken as a kernel type and read with plain loads that the JIT guards against
+ * faults, where bpf_probe_read_kernel costs a helper call. Weak, so that the
+ * object still loads on older kernels: only a program that calls it fails to,
+ * and its hook falls back to a program that reads with the helper. */
+extern void *bpf_rdonly_cast(const void *obj__ign, __u32 btf_id) __ksym __weak;
+
+/* read_ip_udp with plain loads: the fields read_ip_udp's users need. */
+static __always_inline bool cast_ip_udp(const void *ptr, struct ip_udp *h)
+{
+	const struct iphdr *ip = bpf_rdonly_cast(ptr, bpf_core_type_id_kernel(struct iphdr));
+	const struct tcphdr *l4;
+
+	__builtin_memset(h, 0, sizeof(*h));
+	h->ip.version = ip->version;
+	h->ip.ihl = ip->ihl;
+	h->ip.protocol = ip->protocol;
+	if (h->ip.version != 4 ||
+	    (h->ip.protocol != IPPROTO_UDP && h->ip.protocol != IPPROTO_TCP))
+		return false;
+	h->ip.tot_len = ip->tot_len;
+	h->ip.id = ip->id;
+	h->ip.frag_off = ip->frag_off;
+	h->ip.saddr = ip->saddr;
+	h->ip.daddr = ip->daddr;
+	l4 = bpf_rdonly_cast((const void *)ip + h->ip.ihl * 4,
+			     bpf_core_type_id_kernel(struct tcphdr));
+	h->sport = l4->source;
+	h->dport = l4->dest;
+	if (h->ip.protocol == IPPROTO_UDP)
+		h->ulen = ((const struct udphdr *)bpf_rdonly_cast(
+				   l4, bpf_core_type_id_kernel(struct udphdr)))->len;
+	else
+		h->tcp_doff = l4->doff << 4;
+	return true;
+}
+
 /* Bytes of application data the packet carries (a datagram: all of it). */
 static __always_inline __u32 payload_len(const struct ip_udp *h)
 {
@@ -69,7 +107,7 @@ static __always_inline __u16 frag_off(const struct ip_udp *h)
 	return bpf_ntohs(h->ip.frag_off);
 }
 
-static __always_inline bool skb_is_ipv4(const struct sk_buff *skb, bool typed)
+static __always_inline bool skb_is_ipv4(const struct sk_buff *skb, enum read_by typed)
 {
 	return READ(typed, skb, protocol) == bpf_htons(ETH_P_IP);
 }
@@ -77,13 +115,13 @@ static __always_inline bool skb_is_ipv4(const struct sk_buff *skb, bool typed)
 /* Where an IPv4 skb's IP header is (NULL for other protocols): on transmit
  * (and after the stack has set it) at the network header; on receive, before
  * the stack resets headers, data points at it. */
-static __always_inline const void *tx_ip(const struct sk_buff *skb, bool typed)
+static __always_inline const void *tx_ip(const struct sk_buff *skb, enum read_by typed)
 {
 	return skb_is_ipv4(skb, typed) ? READ(typed, skb, head) + READ(typed, skb, network_header)
 				       : NULL;
 }
 
-static __always_inline const void *rx_ip(const struct sk_buff *skb, bool typed)
+static __always_inline const void *rx_ip(const struct sk_buff *skb, enum read_by typed)
 {
 	return skb_is_ipv4(skb, typed) ? READ(typed, skb, data) : NULL;
 }
@@ -93,15 +131,25 @@ static __always_inline bool ip_header(const void *ip, struct ip_udp *h)
 	return ip && read_ip_udp(ip, h);
 }
 
+/* The IPv4 and UDP or TCP headers of skb at its network header (on transmit,
+ * or once the stack has set it); false for other packets. */
+static __always_inline bool skb_ip_udp(const struct sk_buff *skb, enum read_by typed,
+				       struct ip_udp *h)
+{
+	if (typed == CAST)
+		return skb_is_ipv4(skb, typed) && cast_ip_udp(skb->head + skb->network_header, h);
+	return ip_header(tx_ip(skb, typed), h);
+}
+
 /* The inode number of the network namespace of skb's device: four plain loads
  * in typed programs, where the probe reads cost a helper call each. */
-static __always_inline __u32 skb_netns(const struct sk_buff *skb, bool typed)
+static __always_inline __u32 skb_netns(const struct sk_buff *skb, enum read_by typed)
 {
 	return READ(typed, skb, dev, nd_net.net, ns.inum);
 }
 
 /* The inode number of the network namespace of socket sk. */
-static __always_inline __u32 sock_netns(const struct sock *sk, bool typed)
+static __always_inline __u32 sock_netns(const struct sock *sk, enum read_by typed)
 {
 	return READ(typed, sk, __sk_common.skc_net.net, ns.inum);
 }
@@ -109,7 +157,7 @@ static __always_inline __u32 sock_netns(const struct sock *sk, bool typed)
 /* Whether skb's device is hardware (it has a parent on a bus: PCI, virtio),
  * so that what it transmits leaves this kernel; veth, loopback, bridges and
  * tunnels have none. */
-static __always_inline bool skb_leaves_host(const struct sk_buff *skb, bool typed)
+static __always_inline bool skb_leaves_host(const struct sk_buff *skb, enum read_by typed)
 {
 	struct net_device *dev = READ(typed, skb, dev);
 
@@ -183,7 +231,7 @@ static __always_inline void leave_note(const struct sk_buff *skb, bool ours, boo
  * From this CPU's note when it has one, else read from the packet. traced
  * says whether a traced send on this kernel sent it (its flight began then,
  * so a receive that finds none must not begin another): only a note knows. */
-static __always_inline bool device_headers(const struct sk_buff *skb, bool typed,
+static __always_inline bool device_headers(const struct sk_buff *skb, enum read_by typed,
 					   enum device_hook at, bool last, struct ip_udp *h,
 					   bool *traced)
 {

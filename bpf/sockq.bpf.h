@@ -70,10 +70,35 @@ struct {
 	__type(value, struct stream_head);
 } stream_head SEC(".maps");
 
+/* The UDP socket of sk, for its fields past struct sock: read with plain loads
+ * through a cast (CAST), else with probe reads even when sk is typed. */
+static __always_inline const struct udp_sock *udp_sock_of(const struct sock *sk,
+							  enum read_by typed)
+{
+	if (typed == CAST)
+		return bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct udp_sock));
+	return (const struct udp_sock *)sk;
+}
+
+static __always_inline __u32 reader_qlen(const struct sock *sk, enum read_by typed)
+{
+	const struct udp_sock *up = udp_sock_of(sk, typed);
+
+	return typed == CAST ? up->reader_queue.qlen : BPF_CORE_READ(up, reader_queue.qlen);
+}
+
+/* The first datagram of sk's reader queue, and how its fields are read. */
+static __always_inline struct sk_buff *reader_head(const struct sock *sk, enum read_by typed)
+{
+	const struct udp_sock *up = udp_sock_of(sk, typed);
+
+	return typed == CAST ? up->reader_queue.next : BPF_CORE_READ(up, reader_queue.next);
+}
+
 /* IPPROTO_UDP or IPPROTO_TCP for the IPv4 sockets stackprof follows (in the
  * traced namespaces: a socket elsewhere on the same port is another host's,
  * and its reads must not take this host's datagrams), else 0. */
-static __always_inline __u16 sock_proto4(const struct sock *sk, bool typed)
+static __always_inline __u16 sock_proto4(const struct sock *sk, enum read_by typed)
 {
 	__u16 proto;
 
@@ -112,7 +137,7 @@ static __always_inline int unfollowed_arrival(const struct ip_udp *h)
 }
 
 /* The head slot of socket sk (NULL: it has none and create is false). */
-static __always_inline struct sp_flight_key *head_slot(const struct sock *sk, bool typed,
+static __always_inline struct sp_flight_key *head_slot(const struct sock *sk, enum read_by typed,
 						       bool create)
 {
 	struct sp_flight_key none = {}, *slot;
@@ -131,19 +156,17 @@ static __always_inline struct sp_flight_key *head_slot(const struct sock *sk, bo
 /* Remember the datagram now at the head of a socket's queues, if any (UDP
  * reads from reader_queue, refilled from sk_receive_queue), in the socket's
  * head slot (NULL: none yet). */
-static __always_inline void note_head(const struct sock *sk, bool typed,
+static __always_inline void note_head(const struct sock *sk, enum read_by typed,
 				      struct sp_flight_key *slot, __u64 flags)
 {
-	struct udp_sock *up = (struct udp_sock *)sk;
 	struct sp_flight_key key = {};
 	struct sp_flight *f = NULL;
 
 	if (slot && slot->proto && flags == BPF_NOEXIST)
 		return;
 
-	/* A udp_sock field is past struct sock: a probe read even when typed. */
-	if (BPF_CORE_READ(up, reader_queue.qlen))
-		f = datagram_flight(BPF_CORE_READ(up, reader_queue.next), UNTYPED, &key);
+	if (reader_qlen(sk, typed))
+		f = datagram_flight(reader_head(sk, typed), typed == CAST ? CAST : UNTYPED, &key);
 	else if (READ(typed, sk, sk_receive_queue.qlen))
 		f = datagram_flight(READ(typed, sk, sk_receive_queue.next), typed, &key);
 	if (!f && !note_unfollowed(&key))
@@ -157,12 +180,12 @@ static __always_inline void note_head(const struct sock *sk, bool typed,
 /* The datagram of key is alone in sk's queues: it is the head (a free slot
  * takes it; a taken one belongs to a read in progress). Saves note_head's
  * second look at the queue. False when it is not alone. */
-static __always_inline bool claim_lone_head(const struct sock *sk, bool typed,
+static __always_inline bool claim_lone_head(const struct sock *sk, enum read_by typed,
 					    const struct sp_flight_key *key)
 {
 	struct sp_flight_key *slot;
 
-	if (BPF_CORE_READ((struct udp_sock *)sk, reader_queue.qlen) ||
+	if (reader_qlen(sk, typed) ||
 	    READ(typed, sk, sk_receive_queue.qlen) != 1)
 		return false;
 	slot = head_slot(sk, typed, true);
@@ -180,7 +203,7 @@ static __always_inline __u32 tcp_end_seq(const struct sk_buff *skb)
 }
 
 /* Remember the segment now at the head of a TCP socket's receive queue. */
-static __always_inline void note_stream_head(const struct sock *sk, bool typed, __u64 flags)
+static __always_inline void note_stream_head(const struct sock *sk, enum read_by typed, __u64 flags)
 {
 	struct stream_head head = {};
 	struct sk_buff *skb;

@@ -53,7 +53,7 @@ static __always_inline bool sent_in_scope(const struct sk_buff *skb)
 }
 
 /* First fragment queued to the device, inside a traced send: a flight starts. */
-static __always_inline int on_dev_queue(const struct sk_buff *skb, bool typed)
+static __always_inline int on_dev_queue(const struct sk_buff *skb, enum read_by typed)
 {
 	struct sp_flight_key key = {};
 	struct sp_flight flight = {};
@@ -62,7 +62,7 @@ static __always_inline int on_dev_queue(const struct sk_buff *skb, bool typed)
 	bool ours, first;
 	__u32 tid;
 
-	ours = ip_header(tx_ip(skb, typed), &h);
+	ours = skb_ip_udp(skb, typed, &h);
 	first = ours && !(frag_off(&h) & IP_OFFSET);
 	if (typed)
 		leave_note(skb, ours, first && sent_in_scope(skb), &h);
@@ -141,7 +141,7 @@ static __always_inline void send_only(struct sp_flight *f, const struct ip_udp *
 /* The last fragment (or only packet) of a datagram sent here left through the
  * driver: the client's request or the server's response is out, and through
  * hardware the datagram leaves this kernel. */
-static __always_inline void last_out(const struct sk_buff *skb, bool typed, const struct ip_udp *h,
+static __always_inline void last_out(const struct sk_buff *skb, enum read_by typed, const struct ip_udp *h,
 				     struct sp_flight *f, __u64 now)
 {
 	f->t_xmit_last = now;
@@ -157,7 +157,7 @@ static __always_inline void last_out(const struct sk_buff *skb, bool typed, cons
 
 /* Driver transmit of a datagram's first packet (the qdisc stage ends) and of
  * its last (see last_out). */
-static __always_inline int on_dev_xmit(const struct sk_buff *skb, bool typed)
+static __always_inline int on_dev_xmit(const struct sk_buff *skb, enum read_by typed)
 {
 	struct sp_flight *f;
 	struct ip_udp h;
@@ -220,7 +220,7 @@ static __always_inline struct sp_flight *arrived_from_afar(const struct ip_udp *
  * namespace out of scope). A datagram sent here whose last fragment (or only
  * packet) arrives there had its receiver off the host: it ends send-only, at
  * its last fragment's transmit. */
-static __always_inline bool off_host(const struct sk_buff *skb, bool typed, const struct ip_udp *h)
+static __always_inline bool off_host(const struct sk_buff *skb, enum read_by typed, const struct ip_udp *h)
 {
 	struct sp_flight *f;
 
@@ -236,7 +236,7 @@ static __always_inline bool off_host(const struct sk_buff *skb, bool typed, cons
  * off the host) its flight begins. Every device-receive tracepoint calls this
  * (netif_rx, and the NAPI/GRO entries of NIC drivers and of veth in NAPI mode):
  * the first to fire for a datagram stamps it. */
-static __always_inline int on_dev_rx(const struct sk_buff *skb, bool typed)
+static __always_inline int on_dev_rx(const struct sk_buff *skb, enum read_by typed)
 {
 	struct sp_flight *f;
 	struct ip_udp h;
@@ -286,7 +286,7 @@ static __always_inline int on_last_fragment(const struct sk_buff *skb, const str
  * stage, the last (or only) one completes the datagram at the stack. A first
  * fragment after the last (reordered) ends the train itself: the datagram
  * can be whole no sooner (a middle fragment later still is not seen). */
-static __always_inline int on_stack_rx(const struct sk_buff *skb, bool typed)
+static __always_inline int on_stack_rx(const struct sk_buff *skb, enum read_by typed)
 {
 	struct sp_flight *f;
 	struct ip_udp h;
@@ -353,7 +353,7 @@ static __always_inline void enqueued(struct sp_flight *f)
  * counted (enqueue_unseen) and their wait starts at the last fragment's stack
  * entry. (612b1c0dec5b, "udp: avoid calling sock_def_readable() if
  * possible", skipped notifications in 6.13-rc1 only: reverted before 6.13.) */
-static __always_inline int on_enqueue(const struct sock *sk, bool typed)
+static __always_inline int on_enqueue(const struct sock *sk, enum read_by typed)
 {
 	struct sp_flight_key key = {};
 	struct sp_flight *f;
@@ -387,7 +387,7 @@ static __always_inline int on_enqueue(const struct sock *sk, bool typed)
  * when the batch finds no room is not seen here (skb:kfree_skb sees it). A
  * dropped datagram's flight is left to on_drop when that is hooked, which
  * counts it by the kernel's reason. */
-static __always_inline int on_udp_enqueue_ret(const struct sk_buff *skb, bool typed, int ret)
+static __always_inline int on_udp_enqueue_ret(const struct sk_buff *skb, enum read_by typed, int ret)
 {
 	struct sp_flight_key key = {};
 	struct sp_flight *f;
@@ -452,7 +452,7 @@ static __always_inline int on_defrag_probe(const struct sk_buff *skb)
  * completed it), and the time since this call's entry is the reassembly's
  * CPU. user says who asked: IP_DEFRAG_LOCAL_DELIVER is ip_local_deliver,
  * after routing; the others are netfilter's (conntrack), at PREROUTING. */
-static __always_inline int on_defrag_ret(const struct sk_buff *skb, bool typed, __u32 user,
+static __always_inline int on_defrag_ret(const struct sk_buff *skb, enum read_by typed, __u32 user,
 					 int ret)
 {
 	__u64 *start, t_entry;
@@ -477,7 +477,7 @@ static __always_inline int on_defrag_ret(const struct sk_buff *skb, bool typed, 
 }
 
 /* UDP receive entry: the datagram is whole and routed to this host. */
-static __always_inline int on_udp_rcv(const struct sk_buff *skb, bool typed)
+static __always_inline int on_udp_rcv(const struct sk_buff *skb, enum read_by typed)
 {
 	struct sp_flight_key key = {};
 	struct sp_flight *f;
@@ -490,7 +490,7 @@ static __always_inline int on_udp_rcv(const struct sk_buff *skb, bool typed)
 }
 
 /* Packet socket delivery of a datagram's last fragment (or only packet). */
-static __always_inline int on_packet_rcv(const struct sk_buff *skb, bool typed)
+static __always_inline int on_packet_rcv(const struct sk_buff *skb, enum read_by typed)
 {
 	struct sp_flight_key key = {};
 	struct sp_flight *f;
@@ -590,7 +590,7 @@ static __always_inline void delivered(const struct sp_flight_key *key, const str
 }
 
 /* The datagram this receive returned, then the next head of the queue. */
-static __always_inline int on_datagram_recv(const struct sock *sk, bool typed, int ret)
+static __always_inline int on_datagram_recv(const struct sock *sk, enum read_by typed, int ret)
 {
 	struct sp_flight_key *key, *slot;
 	struct sp_flight *f, copy;
@@ -627,7 +627,7 @@ static __always_inline int on_datagram_recv(const struct sock *sk, bool typed, i
 
 /* A TCP receive returned: the head segment is delivered once its last byte
  * has been copied (copied_seq past its end); a partial read waits. */
-static __always_inline int on_stream_recv(const struct sock *sk, bool typed)
+static __always_inline int on_stream_recv(const struct sock *sk, enum read_by typed)
 {
 	struct stream_head *head;
 	struct sp_flight *f;
@@ -652,7 +652,7 @@ static __always_inline int on_stream_recv(const struct sock *sk, bool typed)
 	return 0;
 }
 
-static __always_inline int on_recv_return(const struct sock *sk, bool typed, int ret, int flags)
+static __always_inline int on_recv_return(const struct sock *sk, enum read_by typed, int ret, int flags)
 {
 	__u16 proto;
 
@@ -686,7 +686,7 @@ static __always_inline int recv_args_return(int ret)
  * receiver's requests reach it through the ring, whatever the stack does with
  * them (the packet server's own socket drops them all), and TCP sends again
  * what was dropped: neither is counted. */
-static __always_inline int on_drop(const struct sk_buff *skb, bool typed, __u32 reason)
+static __always_inline int on_drop(const struct sk_buff *skb, enum read_by typed, __u32 reason)
 {
 	struct sp_flight_key key = {};
 	struct sp_flight *f;

@@ -24,10 +24,11 @@ class Candidate:
     target: str
     programs: tuple[str, ...]
     functions: tuple[str, ...] = ()  # kprobes: the kernel function of each program
+    variant: str = ""  # what sets its programs apart from another candidate's on the hook
 
     @property
     def label(self) -> str:
-        return f"{self.kind}:{self.target}"
+        return f"{self.kind}:{self.target}" + (f" ({self.variant})" if self.variant else "")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,12 @@ def _btf_family(target: str) -> tuple[Candidate, ...]:
         Candidate("tp_btf", target, (f"tp_btf_{target}",)),
         Candidate("raw_tp", target, (f"raw_tp_{target}",)),
     )
+
+
+def _cast(target: str) -> tuple[Candidate, ...]:
+    """The tp_btf program that reads packet headers and udp_sock fields with plain loads
+    through bpf_rdonly_cast (6.2 and later), where the plain one calls a helper per read."""
+    return (Candidate("tp_btf", target, (f"tp_btf_cast_{target}",), variant="rdonly_cast"),)
 
 
 # Device-receive tracepoints: netif_rx (veth, loopback, drivers without NAPI) and
@@ -113,7 +120,10 @@ def _fine_each(*functions: str, ret: bool = False) -> tuple[Candidate, ...]:
 BOUNDARIES: tuple[Boundary, ...] = (
     Boundary("send_enter", "send syscall entry", _syscalls("sendto", "sendmsg", "sendmmsg"), True),
     Boundary(
-        "dev_queue", "first fragment queued to the device", _btf_family("net_dev_queue"), True
+        "dev_queue",
+        "first fragment queued to the device",
+        _cast("net_dev_queue") + _btf_family("net_dev_queue"),
+        True,
     ),
     Boundary(
         "dev_xmit", "driver transmit of the first fragment", _btf_family("net_dev_start_xmit")
@@ -127,14 +137,16 @@ BOUNDARIES: tuple[Boundary, ...] = (
     Boundary(
         "sk_enqueue",
         "socket enqueue (data ready)",
-        _fine("sock_def_readable") + _btf_family("sk_data_ready"),
+        _fine("sock_def_readable") + _cast("sk_data_ready") + _btf_family("sk_data_ready"),
         True,
     ),
     Boundary("recv_enter", "receive syscall entry", _syscalls("recvfrom", "recvmsg", "recvmmsg")),
     Boundary(
         "recv_return",
         "receive returns the datagram",
-        _fine_each("udp_recvmsg", "tcp_recvmsg", ret=True) + _btf_family("sock_recv_length"),
+        _fine_each("udp_recvmsg", "tcp_recvmsg", ret=True)
+        + _cast("sock_recv_length")
+        + _btf_family("sock_recv_length"),
         True,
     ),
     Boundary("frag_tx", "the send enters ip_do_fragment", _fine("ip_do_fragment")),

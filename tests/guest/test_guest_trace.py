@@ -149,8 +149,11 @@ def traces(guest_config: GuestConfig) -> Iterator[dict[str, Trace]]:
 
 
 def _label(point: str, kind: str) -> str:
-    """The catalogue's label for a hook point's candidate of this kind."""
-    return next(c.label for c in BY_NAME[point].candidates if c.kind == kind)
+    """The catalogue's label for a hook point's candidate of this kind that 6.1 can load:
+    it has no bpf_rdonly_cast (6.2), so the cast programs fall back to the plain ones."""
+    return next(
+        c.label for c in BY_NAME[point].candidates if c.kind == kind and c.variant != "rdonly_cast"
+    )
 
 
 def _fragments(size: int) -> int:
