@@ -8,9 +8,10 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from profiler import cli_lab
+from profiler.cli_lab import int_range, transport_list
 from profiler.errors import SessionError, UsageError
 from profiler.hooks import BY_NAME, DETAILS, KINDS
 from profiler.transports import TRANSPORTS
@@ -30,19 +31,6 @@ COMMANDS = {
 }
 
 
-def _transports(text: str) -> tuple[str, ...]:
-    """One transport, a comma list, or all (run one after another and compared)."""
-    if text == "all":
-        return TRANSPORTS
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    unknown = [n for n in names if n not in TRANSPORTS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"transport must be all or among {','.join(TRANSPORTS)}, not {text!r}"
-        )
-    return names
-
-
 def _positive_ms(text: str) -> float:
     try:
         value = float(text)
@@ -56,19 +44,6 @@ def _positive_ms(text: str) -> float:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
-
-
-def _int_range(lo: int, hi: int, what: str) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer, not {text!r}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{what} must be in {lo}..{hi}, not {value}")
-        return value
-
-    return parse
 
 
 def _duration(text: str) -> float:
@@ -105,7 +80,7 @@ def _listen(text: str) -> tuple[str, int]:
     """[ADDR:]PORT for the metrics endpoint; no ADDR listens on every address."""
     host, sep, port = text.rpartition(":")
     host = host.strip("[]") if sep else ""
-    return host, _int_range(1, 65535, "metrics port")(port)
+    return host, int_range(1, 65535, "metrics port")(port)
 
 
 def _kinds(text: str) -> tuple[str, ...]:
@@ -127,7 +102,7 @@ def _boundaries(text: str) -> tuple[str, ...]:
 
 
 def _port_range(text: str) -> tuple[int, int]:
-    port = _int_range(1, 65535, "port")
+    port = int_range(1, 65535, "port")
     lo, _, hi = text.partition("-")
     first, last = port(lo), port(hi or lo)
     if first > last:
@@ -170,7 +145,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--sample",
-        type=_int_range(1, SAMPLE_MAX, "sample"),
+        type=int_range(1, SAMPLE_MAX, "sample"),
         default=1,
         metavar="N",
         help="follow 1 datagram in N, chosen by a hash of its headers (the same ones on "
@@ -216,17 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("trace", help="trace a reference workload on a private topology")
     t.add_argument(
         "--transport",
-        type=_transports,
+        type=transport_list(all_too=True),
         default=("udp",),
         help=f"{', '.join(TRANSPORTS)}; a comma list or all compares them (default udp)",
     )
-    t.add_argument("--mtu", type=_int_range(68, 65535, "MTU"), default=9000)
-    t.add_argument("--clients", type=_int_range(1, 512, "clients"), default=8)
-    t.add_argument("--request-size", type=_int_range(16, 65507, "request size"), default=512)
-    t.add_argument("--response-size", type=_int_range(16, 65507, "response size"), default=8192)
-    t.add_argument("--server-cpu", type=_int_range(0, 4095, "CPU"))
-    t.add_argument("--client-cpu", type=_int_range(0, 4095, "CPU"))
-    t.add_argument("--port", type=_int_range(1, 65535, "port"), default=7000)
+    t.add_argument("--mtu", type=int_range(68, 65535, "MTU"), default=9000)
+    t.add_argument("--clients", type=int_range(1, 512, "clients"), default=8)
+    t.add_argument("--request-size", type=int_range(16, 65507, "request size"), default=512)
+    t.add_argument("--response-size", type=int_range(16, 65507, "response size"), default=8192)
+    t.add_argument("--server-cpu", type=int_range(0, 4095, "CPU"))
+    t.add_argument("--client-cpu", type=int_range(0, 4095, "CPU"))
+    t.add_argument("--port", type=int_range(1, 65535, "port"), default=7000)
     t.add_argument(
         "--rx",
         choices=("backlog", "napi"),
@@ -249,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--ports", type=_port_range, required=True, help="service ports, LO-HI")
     a.add_argument(
         "--pid",
-        type=_int_range(1, 1 << 22, "pid"),
+        type=int_range(1, 1 << 22, "pid"),
         help="follow only what this process sends (from its send: no receive-only datagrams)",
     )
     a.add_argument(

@@ -16,6 +16,8 @@ PAPER_CLIENTS = (1, 2, 4, 8, 16, 32, 64)
 
 
 def int_range(lo: int, hi: int, what: str) -> Any:
+    """An integer in lo..hi; what names it in the refusal."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -51,14 +53,23 @@ def int_list(lo: int, hi: int, what: str, auto: bool = False) -> Any:
     return parse
 
 
-def transport_list(text: str) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    unknown = [n for n in names if n not in TRANSPORTS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"transports must be among {','.join(TRANSPORTS)}, not {text!r}"
-        )
-    return names
+def transport_list(all_too: bool = False) -> Any:
+    """A comma list of transports, repeats dropped; with ``all_too``, ``all`` names every
+    one (trace runs them one after another and compares them; sweep takes a list)."""
+    what, among = ("transport", "all or among") if all_too else ("transports", "among")
+
+    def parse(text: str) -> tuple[str, ...]:
+        if all_too and text == "all":
+            return TRANSPORTS
+        names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+        unknown = [n for n in names if n not in TRANSPORTS]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be {among} {','.join(TRANSPORTS)}, not {text!r}"
+            )
+        return names
+
+    return parse
 
 
 def microseconds(text: str) -> float:
@@ -139,7 +150,7 @@ def sweep_parser(sub: Any) -> None:
     s = sub.add_parser(
         "sweep", help="throughput vs latency over transports, MTUs and clients (Fig. 3, Table 1)"
     )
-    s.add_argument("--transport", type=transport_list, default=("udp",), help="comma list")
+    s.add_argument("--transport", type=transport_list(), default=("udp",), help="comma list")
     s.add_argument("--mtu", type=int_list(68, 65535, "MTU"), default=(1500, 9000))
     s.add_argument(
         "--clients",

@@ -68,6 +68,15 @@ def process(pid: int) -> Process:
     return Process(pid, started)
 
 
+def _replaced(path: Path, inode: int) -> bool:
+    """Whether path no longer holds the inode it had: removed, or a new one of the same
+    name (a namespace or a cgroup is known by its inode, not its name)."""
+    try:
+        return path.stat().st_ino != inode
+    except OSError:
+        return True
+
+
 @dataclass(frozen=True)
 class Namespace:
     """A network namespace file (a name in /run/netns, or a path), by inode."""
@@ -77,11 +86,7 @@ class Namespace:
     inode: int
 
     def gone(self) -> str | None:
-        try:
-            inode = self.path.stat().st_ino
-        except OSError:
-            inode = 0
-        if inode != self.inode:
+        if _replaced(self.path, self.inode):
             return f"network namespace {self.given} was deleted"
         return None
 
@@ -147,11 +152,7 @@ class Cgroup:
     inode: int
 
     def gone(self) -> str | None:
-        try:
-            inode = self.path.stat().st_ino
-        except OSError:
-            inode = 0
-        if inode != self.inode:
+        if _replaced(self.path, self.inode):
             return f"cgroup {self.path} was removed"
         return None
 

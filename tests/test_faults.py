@@ -26,12 +26,10 @@ import io
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,12 +49,14 @@ from faults import (
     wait_for,
 )
 from rich.console import Console
+from sockperf import attach_ready, port_bound, sockperf_server
 
 from profiler.run import Run
 from profiler.views.compare import render_compare
 from profiler.views.live import render
 from profiler.views.report import render_report
 from servers.topology import Topology
+from tests.prometheus_server import free_port
 
 PORT = 7100
 MTU = 1500
@@ -127,45 +127,6 @@ Fault = tuple[str, int, int] | None  # FragmentDrop's which, percent, offset
 Traffic = Callable[[Lab], dict[str, Any]]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serving(port: int) -> bool:
-    """Whether attach's /metrics shows a refreshed run: its programs are attached."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as reply:
-            return b"stackprof_info" in reply.read()
-    except OSError:
-        return False
-
-
-def _port_bound(netns: str, port: int) -> bool:
-    return bool(in_netns(netns, "ss", "-Hlun", f"sport = :{port}").strip())
-
-
-@contextlib.contextmanager
-def _sockperf_server(lab: Lab) -> Iterator[None]:
-    proc = subprocess.Popen(
-        ["nsenter", f"--net={NETNS_DIR / lab.server_ns}", "sockperf", "sr"]
-        + ["-i", lab.server_ip, "-p", str(PORT)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert wait_for(lambda: _port_bound(lab.server_ns, PORT), 10), "sockperf server"
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def sockperf_load(lab: Lab) -> dict[str, Any]:
     """12,000 8 KiB datagrams at 2,400/s one way into the server namespace (~5 s)."""
     out = in_netns(
@@ -215,7 +176,7 @@ def under_attach(tmp: Path, fault: Fault, traffic: Traffic, traffic_s: float) ->
         )  # fmt: skip
         set_reassembly(topo.server_ns, FRAG_TIME)
         if traffic is sockperf_load:
-            stack.enter_context(_sockperf_server(lab))
+            stack.enter_context(sockperf_server(lab.server_ns, lab.server_ip, PORT))
             stop = None
         else:
             stop = stack.enter_context(receiver(topo.server_ns, topo.server_ip, PORT))
@@ -224,7 +185,7 @@ def under_attach(tmp: Path, fault: Fault, traffic: Traffic, traffic_s: float) ->
             if fault
             else None
         )
-        metrics = _free_port()
+        metrics = free_port()
         duration = traffic_s + SETTLE_S + 4
         proc = _run_cli(
             ["attach", "--ports", str(PORT), "--netns", f"{topo.client_ns},{topo.server_ns}"]
@@ -232,7 +193,7 @@ def under_attach(tmp: Path, fault: Fault, traffic: Traffic, traffic_s: float) ->
             tmp,
         )
         try:
-            assert wait_for(lambda: _serving(metrics) or proc.poll() is not None, 60, 0.1)
+            assert attach_ready(proc, metrics)
             started = time.monotonic()
             app = traffic(lab)
             spent = time.monotonic() - started
@@ -281,7 +242,7 @@ def under_trace(
             drop = FragmentDrop(held_cli.path, cli_if, *fault).install() if fault else None
             app: dict[str, Any] = {}
             if traffic is not None:
-                assert wait_for(lambda: _port_bound(held_srv.path, PORT), 30), "server"
+                assert wait_for(lambda: port_bound(held_srv.path, PORT), 30), "server"
                 lab = Lab(
                     held_cli.path, held_srv.path, _address(held_cli.path, cli_if),
                     _address(held_srv.path, srv_if), cli_if, srv_if,

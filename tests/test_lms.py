@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from command import stackprof
 
 from profiler.transports import TRANSPORTS, rds_missing
 from servers import lms, tpacket, v3_blocks
@@ -129,16 +130,6 @@ def test_lms_serves_every_transport(transport: str) -> None:
     assert server["requests"] == sum(s["requests"] for s in server["per_server"])
     assert server["bad_requests"] == 0 and server["service"]["served"] == server["requests"]
     assert result.received <= server["responses"] <= result.received + 6
-
-
-def stackprof(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "profiler", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
 
 
 @root

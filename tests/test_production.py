@@ -10,22 +10,21 @@ answered. With the clients': the client path's total is the round trip sockperf 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from faults import in_netns
+from sockperf import attach_ready, sockperf_server
 
 from servers.topology import Topology
+from tests.prometheus_server import free_port
 
 pytestmark = [
     pytest.mark.root,
@@ -51,62 +50,6 @@ class Outcome:
         return next(s for s in self.doc["stages"] if (s["path"], s["stage"]) == (path, stage))
 
 
-def in_netns(netns: str, *cmd: str, timeout: float = 60) -> str:
-    return subprocess.run(
-        ["ip", "netns", "exec", netns, *cmd],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    ).stdout
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serving(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as reply:
-            return b"stackprof_info" in reply.read()
-    except OSError:
-        return False
-
-
-def wait_for(check: Any, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
-
-
-@contextlib.contextmanager
-def sockperf_server(topo: Topology) -> Iterator[None]:
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", topo.server_ns, "sockperf", "sr"]
-        + ["-i", topo.server_ip, "-p", str(PORT)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        bound = lambda: in_netns(topo.server_ns, "ss", "-Hlun", f"sport = :{PORT}").strip()  # noqa: E731
-        assert wait_for(bound, 10), "sockperf server did not bind"
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def ping_pong(topo: Topology) -> dict[str, float]:
     """sockperf ping-pong, 8 KiB each way: its message counts and its RTT median
     (sockperf reports half the round trip)."""
@@ -114,6 +57,7 @@ def ping_pong(topo: Topology) -> dict[str, float]:
         topo.client_ns,
         "sockperf", "pp", "-i", topo.server_ip, "-p", str(PORT),
         "-m", str(SIZE), "-t", str(SECONDS),
+        timeout=60,
     )  # fmt: skip
     sent = re.search(r"SentMessages=(\d+)", out)
     received = re.search(r"ReceivedMessages=(\d+)", out)
@@ -129,16 +73,16 @@ def ping_pong(topo: Topology) -> dict[str, float]:
 def attached(topo: Topology, netns: str, tmp: Path) -> Outcome:
     """`stackprof attach` with one namespace as the traced host, while sockperf
     ping-pongs between the two."""
-    metrics = _free_port()
+    metrics = free_port()
     duration = SECONDS + 6
     cmd = [sys.executable, "-m", "profiler", "attach", "--ports", f"{PORT}-{PORT}"]
     cmd += ["--netns", netns, "--duration", str(duration), "--no-live"]
     cmd += ["--metrics", f"127.0.0.1:{metrics}", "--json", str(tmp / "summary.json")]
     cmd += ["--out", str(tmp / "run.json")]
-    with sockperf_server(topo):
+    with sockperf_server(topo.server_ns, topo.server_ip, PORT):
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            assert wait_for(lambda: _serving(metrics) or proc.poll() is not None, 60)
+            assert attach_ready(proc, metrics)
             tool = ping_pong(topo)
             _, err = proc.communicate(timeout=duration + 60)
         finally:

@@ -3,14 +3,14 @@ small real sweep writes its runs, index, PNG and SVG, and `report DIR` re-render
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+import command
 import numpy as np
 import pytest
 from matplotlib import image
@@ -21,7 +21,6 @@ from profiler.views.console import plain_console
 from profiler.views.plots import DPI, HEIGHT_IN, WIDTH_IN, draw_wall, slug
 from profiler.views.sweep import render_sweep, wall_plot
 
-REPO = Path(__file__).resolve().parent.parent
 root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: BPF and network namespaces")
 TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
 
@@ -115,14 +114,7 @@ def series_colours_seen(pixels: np.ndarray, count: int) -> int:
     return seen
 
 
-def stackprof(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "profiler", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
+stackprof = functools.partial(command.stackprof, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+import command
 import pytest
 
 from profiler.hooks import PARENT, STAGE_SPANS
@@ -23,14 +23,7 @@ CLIENTS = 4
 SERVED = ("udp", "udp-mmsg", "packet-v2", "packet-v3", "tcp")
 
 
-def stackprof(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "profiler", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+stackprof = functools.partial(command.stackprof, timeout=300)
 
 
 @pytest.fixture(scope="module")

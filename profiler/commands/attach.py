@@ -11,17 +11,13 @@ from profiler import abi, session, targets
 from profiler.commands.common import (
     check_hooks,
     check_listen,
-    distinct,
-    live_view,
     need_root,
     outcome,
-    run_output,
     save,
     save_interval,
-    writable,
     write_summary,
 )
-from profiler.commands.metrics import endpoint, feeding
+from profiler.commands.tracing import check_outputs, shown
 from profiler.errors import UsageError
 from profiler.hooks import unused_boundaries
 from profiler.run import Run
@@ -50,12 +46,7 @@ def check(args: argparse.Namespace) -> None:
     need_root()
     if args.save_every is not None and args.duration != 0:
         raise UsageError("--save-every cuts a run that goes on until stopped: add --duration 0")
-    if args.duration == 0:
-        writable(args.out, folder=True, what="--out")
-    else:
-        run_output(args.out)
-    writable(args.json, what="--json")
-    distinct([("--out", args.out), ("--json", args.json)])
+    check_outputs(args, folder=args.duration == 0)
     filters(args)
     check_hooks(args.hooks, args.skip, unused_boundaries("attach", args.detail))
     check_listen(args.metrics)
@@ -97,11 +88,9 @@ def run(args: argparse.Namespace) -> int:
     def interval(part: Run) -> None:
         problems.extend(save_interval(part, args))
 
-    with endpoint(args.metrics) as served, live_view(args.no_live) as view:
-        traced = session.attach(
-            opts, feeding(served, view.update), interval if until_stopped else None
-        )
-        view.update(traced, traced.meta)
+    traced = shown(
+        args, lambda update: session.attach(opts, update, interval if until_stopped else None)
+    )
     if traced.meta.get("ended"):
         print(
             f"stackprof: {traced.meta['ended']}: run ended, what it measured is saved",

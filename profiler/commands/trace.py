@@ -4,21 +4,18 @@ several transports are compared side by side. The one command that loads the ser
 from __future__ import annotations
 
 import argparse
+import functools
 
 from profiler.commands.common import (
     check_cpu,
     check_hooks,
     check_listen,
-    distinct,
-    live_view,
     need_root,
     outcome,
-    run_output,
     save,
-    writable,
     write_json,
 )
-from profiler.commands.metrics import endpoint, feeding
+from profiler.commands.tracing import check_outputs, shown
 from profiler.errors import UsageError
 from profiler.hooks import unused_boundaries
 from profiler.transports import TRANSPORTS, rds_missing
@@ -92,13 +89,7 @@ def check(args: argparse.Namespace) -> None:
     if args.duration == 0:
         raise UsageError("trace's load is bounded in time: --duration must be over 0")
     need_root()
-    several = len(args.transport) > 1
-    if several:
-        writable(args.out, folder=True, what="--out")
-    else:
-        run_output(args.out)
-    writable(args.json, what="--json")
-    distinct([("--out", args.out), ("--json", args.json)])
+    check_outputs(args, folder=len(args.transport) > 1)
     check_cpu(args.server_cpu, "--server-cpu")
     check_cpu(args.client_cpu, "--client-cpu")
     for name in ("request_size", "response_size"):
@@ -121,10 +112,8 @@ def run(args: argparse.Namespace) -> int:
     several = len(args.transport) > 1
     runs, problems = [], []
     for transport in transports:
-        labels = {"transport": transport}
-        with endpoint(args.metrics, labels) as served, live_view(args.no_live) as view:
-            traced = lab.trace(trace_options(args, transport), feeding(served, view.update))
-            view.update(traced, traced.meta)
+        trace = functools.partial(lab.trace, trace_options(args, transport))
+        traced = shown(args, trace, {"transport": transport})
         problems += save(traced, args, several=several)
         if traced.meta.get("interrupted"):
             return outcome(problems, interrupted=True)
