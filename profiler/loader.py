@@ -122,17 +122,20 @@ def choose_hooks(
     path: Path = OBJECT,
     skip: tuple[str, ...] = (),
     cache: bool = True,
+    check: bool = True,
 ) -> HookChoice:
     """The remembered choice for this kernel and object, else a proof: each
     boundary's candidates of the allowed kinds tried in catalogue order;
-    boundaries in skip are left unhooked."""
+    boundaries in skip are left unhooked. check=False takes a remembered choice
+    unloaded: for a caller that loads it next in a Tracer, whose load is the same
+    check (and re-proves a choice that fails) at half the start-up cost."""
     if "tracepoint" in kinds:
         ensure_tracefs()
     digest = hookcache.key(path, kinds, skip)
     remembered = hookcache.load(digest) if cache else None
     if remembered is not None:
         choice = _from_cache(remembered)
-        if choice is not None and try_together(choice, path) is None:
+        if choice is not None and (not check or try_together(choice, path) is None):
             choice.cached, choice.kinds, choice.skip = True, kinds, skip
             return choice
         hookcache.forget(digest)

@@ -35,10 +35,12 @@ def hooks_or_fail(
     skip: tuple[str, ...] = (),
     transport: str = "attach",
     detail: str = "full",
+    check: bool = True,
 ) -> HookChoice:
     """Choose hooks (none where the transport, or a lean run, has no use for them);
-    refuse to run without the boundaries every stage needs."""
-    choice = choose_hooks(kinds, skip=skip + unused_boundaries(transport, detail))
+    refuse to run without the boundaries every stage needs. check=False: the caller
+    loads the choice in a Tracer next, which proves a remembered one (loader.choose_hooks)."""
+    choice = choose_hooks(kinds, skip=skip + unused_boundaries(transport, detail), check=check)
     missing = choice.missing_required()
     if missing:
         raise SessionError(
@@ -188,7 +190,7 @@ def attach(opts: AttachOptions, on_update: Update, on_interval: Interval | None 
     """Trace datagrams to/from the port range that the filtered senders send. With
     duration 0 it runs until stopped, handing each ``save_every`` interval to
     ``on_interval`` (the last one when stopped)."""
-    choice = hooks_or_fail(opts.kinds, opts.skip, detail=opts.detail)
+    choice = hooks_or_fail(opts.kinds, opts.skip, detail=opts.detail, check=False)
     run = Run(
         meta={
             **base_meta(choice, "attach", opts.detail, one_sided=True),

@@ -73,7 +73,9 @@ def test_a_changed_btf_is_proved_again(own_cache: Path) -> None:
     assert not choose_hooks().cached
 
 
-def test_a_remembered_choice_that_fails_is_proved_again() -> None:
+def _remember_a_stale_choice() -> loader.HookChoice:
+    """Prove the hooks, then remember a candidate that failed in place of one that
+    worked (as a kernel change the key does not see would): the proven choice."""
     proven = choose_hooks(cache=False)
     point, refusals = next(
         (
@@ -91,7 +93,24 @@ def test_a_remembered_choice_that_fails_is_proved_again() -> None:
     remembered = {**proven.labels(), point: label}
     digest = hookcache.key(loader.OBJECT, proven.kinds, proven.skip)
     hookcache.store(digest, remembered, proven.refused)
+    return proven
+
+
+def test_a_remembered_choice_that_fails_is_proved_again() -> None:
+    proven = _remember_a_stale_choice()
     with Tracer(make_config(7000, 7000), choose_hooks()) as tracer:
         assert tracer.choice.labels() == proven.labels()
+    stored = json.loads(next(hookcache.cache_dir().glob("hooks-*.json")).read_text())
+    assert stored["chosen"] == proven.labels()
+
+
+def test_an_unchecked_remembered_choice_is_proved_by_the_tracer() -> None:
+    """attach takes the remembered choice without a load of its own (check=False):
+    the Tracer's load is the check, and a failing one is proved again there."""
+    proven = _remember_a_stale_choice()
+    unchecked = choose_hooks(proven.kinds, skip=proven.skip, check=False)
+    assert unchecked.cached and unchecked.labels() != proven.labels()
+    with Tracer(make_config(7000, 7000), unchecked) as tracer:
+        assert tracer.choice.reproved and tracer.choice.labels() == proven.labels()
     stored = json.loads(next(hookcache.cache_dir().glob("hooks-*.json")).read_text())
     assert stored["chosen"] == proven.labels()

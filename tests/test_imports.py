@@ -170,13 +170,12 @@ def test_only_views_draw(module: str) -> None:
         assert not {n for n in names if n == "rich" or n.startswith("rich.")}, module
 
 
-def loaded_servers(*modules: str) -> list[str]:
-    """The server modules a fresh interpreter has loaded after importing modules."""
+def loaded(packages: tuple[str, ...], *modules: str) -> list[str]:
+    """The modules of packages a fresh interpreter has loaded after importing modules."""
     code = (
         "import json, sys\n"
         + "".join(f"import {m}\n" for m in modules)
-        + "print(json.dumps(sorted(m for m in sys.modules"
-        " if m == 'servers' or m.startswith('servers.'))))"
+        + f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {packages!r})))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO
@@ -186,9 +185,29 @@ def loaded_servers(*modules: str) -> list[str]:
     return found
 
 
+def loaded_servers(*modules: str) -> list[str]:
+    """The server modules a fresh interpreter has loaded after importing modules."""
+    return loaded(("servers",), *modules)
+
+
 @pytest.mark.parametrize("command", ["report", "compare", "export", "attach", "doctor"])
 def test_commands_but_trace_load_no_server_module(command: str) -> None:
     assert loaded_servers("profiler.cli", f"profiler.commands.{command}") == []
+
+
+# What attach never draws with, loaded by report and export alone: attach imports all
+# it needs at the top, so none of these is imported before its probes are attached,
+# where each would add to its start-up time and memory.
+NOT_FOR_ATTACH = ("pandas", "matplotlib", "pyarrow")
+
+
+def test_attach_loads_no_export_or_plotting_library() -> None:
+    assert loaded(NOT_FOR_ATTACH, "profiler.cli", "profiler.commands.attach") == []
+
+
+def test_report_loads_what_attach_does_not() -> None:
+    """The check above can fail: report does load the plotting library."""
+    assert "matplotlib" in loaded(NOT_FOR_ATTACH, "profiler.cli", "profiler.commands.report")
 
 
 def test_trace_loads_the_lab() -> None:
