@@ -226,16 +226,21 @@ def attach_argv(
 
 @contextlib.contextmanager
 def stackprof(
-    config: str, lab: Lab, kinds: tuple[str, ...], extra: tuple[str, ...] = ()
+    config: str,
+    lab: Lab,
+    kinds: tuple[str, ...],
+    extra: tuple[str, ...] = (),
+    repo: Path = REPO,
 ) -> Iterator[Attached]:
-    """``stackprof attach`` in a process of its own, timed from start to attached."""
+    """``stackprof attach`` of the checkout at repo in a process of its own, timed from
+    start to attached."""
     att = Attached(config)
     with tempfile.TemporaryDirectory(prefix="stackprof-overhead-") as out:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "STACKPROF_PAUSE_AT": "attach"}
+        env = {**os.environ, "PYTHONPATH": str(repo), "STACKPROF_PAUSE_AT": "attach"}
         started = time.monotonic()
         proc = subprocess.Popen(
             attach_argv(config, lab, kinds, Path(out), extra),
-            cwd=REPO,
+            cwd=repo,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
