@@ -71,12 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def measure(args: argparse.Namespace) -> dict[str, list[EventCost]]:
     """Every round of both checkouts, the order rotated each round."""
-    trees = [args.before, args.after]
+    sides = [("before", args.before), ("after", args.after)]
     costs: dict[str, list[EventCost]] = {"before": [], "after": []}
     with Topology(REFERENCE.mtu) as topo, Lab(topo, PORT) as lab:
         for rnd in range(args.rounds):
-            for tree in trees[rnd % 2 :] + trees[: rnd % 2]:
-                which = "before" if tree == args.before else "after"
+            for which, tree in sides[rnd % 2 :] + sides[: rnd % 2]:
                 with stackprof("stackprof", lab, KINDS, repo=tree) as att:
                     cost = event_cost(att, lab, REFERENCE, args.seconds, rnd)
                 costs[which].append(cost)
