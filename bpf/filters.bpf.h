@@ -18,6 +18,11 @@
 
 const volatile struct sp_config cfg = {};
 
+/* Whether flights may begin, set by user space once every hook is attached and
+ * cleared before any is detached (its own section, so its own mmapped map): a
+ * datagram sent while hooks come and go is followed whole or not at all. */
+volatile __u32 armed SEC(".data.armed") = 0;
+
 static __always_inline bool in_ports(__u16 port)
 {
 	return port >= cfg.port_lo && port <= cfg.port_hi;

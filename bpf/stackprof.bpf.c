@@ -70,7 +70,7 @@ static __always_inline int on_dev_queue(const struct sk_buff *skb, enum read_by 
 		return 0;
 	tid = (__u32)bpf_get_current_pid_tgid();
 	t_send = thread_stamp(&send_start, tid);
-	if (!t_send || classify(&h, &flight.path))
+	if (!t_send || !armed || classify(&h, &flight.path))
 		return 0;
 	now = bpf_ktime_get_ns();
 	if (now - *t_send > STALE_SEND_NS)
@@ -193,7 +193,7 @@ static __always_inline struct sp_flight *arrived_from_afar(const struct ip_udp *
 	struct sp_flight flight = { .origin = SP_ORIGIN_RECEIVE };
 	__u16 off = frag_off(h);
 
-	if (cfg.filter_tgid || cfg.filter_cgroup)
+	if (cfg.filter_tgid || cfg.filter_cgroup || !armed)
 		return NULL;
 	if (h->ip.protocol != IPPROTO_UDP || (off & IP_OFFSET) || classify(h, &flight.path))
 		return NULL;

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ FINE_TX = ("frag_tx", "neigh_out")
 # lives in the socket's own storage (a socket reached untyped is found by address).
 SOCKET_HEADS = ("sk_enqueue", "recv_return")
 TYPED_KINDS = ("fentry", "tp_btf")  # fexit programs count as fentry
+SETTLE_S = 0.02  # a datagram crosses the stack in microseconds; its reader may take longer
 
 
 def ensure_tracefs() -> None:
@@ -190,6 +192,12 @@ def _first_working(
     return None
 
 
+class Armed(ctypes.Structure):
+    """bpf/filters.bpf.h's armed: whether flights may begin (its .data.armed section)."""
+
+    _fields_ = [("value", ctypes.c_uint32)]
+
+
 class Tracer:
     """The loaded and attached object, its live statistics and the hooks it uses."""
 
@@ -200,6 +208,7 @@ class Tracer:
         self.obj: BPFObject | None = None
         self.stats: ctypes.Structure | None = None
         self.flights: ctypes.Array[ctypes.Structure] | None = None
+        self.armed: ctypes.Structure | None = None
 
     def __enter__(self) -> Tracer:
         try:
@@ -231,10 +240,19 @@ class Tracer:
                 attach_candidate(self.obj, candidate)
             self.stats = self.obj.global_map(".bss").mmapped(abi.Stats)
             self.flights = self.obj.map("flights").mmapped_array(abi.FlightSlot)
+            self.armed = self.obj.global_map(".data.armed").mmapped(Armed)
+            self.armed.value = 1
         except BaseException:
             self.obj.close()
             raise
         return self
+
+    def disarm(self, settle_s: float = SETTLE_S) -> None:
+        """No flight begins from now on; those under way get settle_s to go on through
+        the hooks (still attached) before anything is detached."""
+        if self.armed is not None:
+            self.armed.value = 0
+            time.sleep(settle_s)
 
     def __exit__(self, *exc: object) -> None:
         if self.obj:

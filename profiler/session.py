@@ -114,6 +114,7 @@ def finish(tracer: Tracer, run: Run) -> Run:
     counters are read at rest (traffic may go on): counters, and fragmented
     datagrams that never completed."""
     assert tracer.obj is not None
+    tracer.disarm()
     tracer.obj.detach()
     if tracer.choice.reproved:  # the remembered hooks failed: say which ones ran
         meta = run.meta
