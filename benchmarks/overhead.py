@@ -56,7 +56,7 @@ from benchmarks.overhead_load import (  # noqa: E402
     Cell,
     Lab,
     LoadError,
-    missing_tools,
+    cannot_run,
 )
 from benchmarks.overhead_stats import (  # noqa: E402
     EventCost,
@@ -337,18 +337,20 @@ def _on_signal(signum: int, frame: object) -> None:
     raise Stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("overhead.py: needs root (BPF, network namespaces)", file=sys.stderr)
-        return 2
-    missing = missing_tools()
-    if missing:
-        print(f"overhead.py: not installed: {', '.join(missing)} (setup.sh)", file=sys.stderr)
-        return 2
-    args.started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+def unwind_on_signals() -> None:
+    """SIGTERM and SIGHUP raise Stop, so that the lab is taken down as on Ctrl-C."""
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    refused = cannot_run("overhead.py")
+    if refused:
+        print(refused, file=sys.stderr)
+        return 2
+    args.started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    unwind_on_signals()
     try:
         doc = run(args)
     except (KeyboardInterrupt, Stop):

@@ -102,6 +102,16 @@ def missing_tools() -> list[str]:
     return [t for t in ("sockperf", "taskset", "ip", "bpftool") if shutil.which(t) is None]
 
 
+def cannot_run(prog: str) -> str | None:
+    """Why a benchmark script cannot run here (one line), before any work; None if it can."""
+    if os.geteuid() != 0:
+        return f"{prog}: needs root (BPF, network namespaces)"
+    missing = missing_tools()
+    if missing:
+        return f"{prog}: not installed: {', '.join(missing)} (setup.sh)"
+    return None
+
+
 def two_cpus() -> tuple[int, int]:
     """The server's CPU and the other one (the same one on a one-CPU machine)."""
     cpus = sorted(os.sched_getaffinity(0))

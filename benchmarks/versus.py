@@ -16,7 +16,6 @@ from and to other hosts cost the both-ends case no more than 5% more than before
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -26,9 +25,9 @@ from typing import Any, NoReturn
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.overhead import PORT, REFERENCE, json_text  # noqa: E402
+from benchmarks.overhead import PORT, REFERENCE, Stop, json_text, unwind_on_signals  # noqa: E402
 from benchmarks.overhead_configs import stackprof  # noqa: E402
-from benchmarks.overhead_load import Lab, LoadError, missing_tools  # noqa: E402
+from benchmarks.overhead_load import Lab, LoadError, cannot_run  # noqa: E402
 from benchmarks.overhead_stats import EventCost, event_cost  # noqa: E402
 from profiler import atomic  # noqa: E402
 from profiler.errors import SessionError  # noqa: E402
@@ -128,17 +127,15 @@ def summarise(args: argparse.Namespace, costs: dict[str, list[EventCost]]) -> di
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("versus.py: needs root (BPF, network namespaces)", file=sys.stderr)
-        return 2
-    missing = missing_tools()
-    if missing:
-        print(f"versus.py: not installed: {', '.join(missing)} (setup.sh)", file=sys.stderr)
+    refused = cannot_run("versus.py")
+    if refused:
+        print(refused, file=sys.stderr)
         return 2
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    unwind_on_signals()
     try:
         doc = summarise(args, measure(args))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stop):
         print("interrupted: nothing left running", file=sys.stderr)
         return 130
     except (SessionError, LoadError) as exc:
