@@ -179,6 +179,57 @@ static __always_inline void drop_flight(struct sp_flight *f)
 #define WORD_PROTO(w) (((w) >> 16) & 0xff)	/* in a key's second word */
 #define WORD_FRAGMENTED(w) (((w) >> 24) & 0xff)
 
+static __always_inline volatile __u64 *second_word(struct sp_flight_slot *slot)
+{
+	return (volatile __u64 *)&slot->key + 1;
+}
+
+/* The slot of key's set (from first) that a new flight of key takes: the one
+ * holding key already (*reused), else a free one, else the stalest (its age
+ * in *age); none that another CPU is writing. NULL: all are. */
+static __always_inline struct sp_flight_slot *pick_slot(__u32 first, const struct sp_flight_key *key,
+							 __u64 now, __u64 *age, bool *reused)
+{
+	struct sp_flight_slot *slot, *best = NULL;
+	__u64 w, a;
+
+	for (__u32 way = 0; way < SP_FLIGHT_WAYS; way++) {
+		slot = flight_slot(first + way);
+		if (!slot)
+			return NULL;
+		w = *second_word(slot);
+		if (!WORD_PROTO(w) && WORD_FRAGMENTED(w) == SLOT_BUSY)
+			continue;
+		if (WORD_PROTO(w) && same_key(&slot->key, key)) {
+			*reused = true;
+			return slot;
+		}
+		/* A flight another CPU started after this one read the clock is
+		 * fresh, not ~2^64 ns old. */
+		a = !WORD_PROTO(w)			 ? ~0ULL
+		    : now > flight_created(&slot->f) ? now - flight_created(&slot->f)
+						     : 0;
+		if (!best || a > *age) {
+			best = slot;
+			*age = a;
+		}
+	}
+	return best;
+}
+
+/* Claim slot for a new flight: its key's second word, as read, becomes 'being
+ * written' by one compare-and-swap; *old is what it held. False: another CPU
+ * wrote it meanwhile. */
+static __always_inline bool claim_slot(struct sp_flight_slot *slot, __u64 *old)
+{
+	volatile __u64 *word = second_word(slot);
+	__u64 busy;
+
+	*old = *word;
+	busy = (*old & ~(0xffffULL << 16)) | SLOT_BUSY << 24;
+	return *old != busy && __sync_val_compare_and_swap(word, *old, busy) == *old;
+}
+
 /* Start flight f of key at now: a flight of the same key still there was
  * another datagram's (key_reused); a set without a free or stale slot loses
  * its oldest flight (flight_full). A stale flight whose fragments arrived but
@@ -186,50 +237,33 @@ static __always_inline void drop_flight(struct sp_flight *f)
  * without a timeout that says so, e.g. on overlapping fragments, or the
  * kernel's timeout is longer than a flight's life).
  *
- * The slot is claimed first: its key's second word, as read, becomes 'being
- * written' by one compare-and-swap. Two CPUs writing one slot at once would
- * leave one key with the other's times; the one whose claim fails does not
- * start its flight (flight_full: the set was full for it). */
+ * Two CPUs can start flights in one set at once (a client's request landing
+ * in the set of a response being sent): the slot is claimed first, and the
+ * one whose claim fails picks again among the others. Only a set every slot
+ * of which is being written loses the new flight (flight_full). */
 static __always_inline void insert_flight(const struct sp_flight_key *key,
 					  const struct sp_flight *f, __u64 now)
 {
-	struct sp_flight_slot *slot, *best = NULL;
+	struct sp_flight_slot *best = NULL;
 	__u32 first = flight_set(key);
-	__u64 best_age = 0, age, words[2], old, busy;
-	volatile __u64 *word;
-	bool reused = false;
+	__u64 age = 0, words[2], old = 0;
+	bool reused = false, claimed = false;
 
-	for (__u32 way = 0; way < SP_FLIGHT_WAYS; way++) {
-		slot = flight_slot(first + way);
-		if (!slot)
-			return;
-		/* A flight another CPU started after this one read the clock is fresh,
-		 * not ~2^64 ns old. */
-		age = !slot->key.proto			   ? ~0ULL
-		      : now > flight_created(&slot->f) ? now - flight_created(&slot->f)
-						       : 0;
-		if (slot->key.proto && same_key(&slot->key, key)) {
-			miss(SP_MISS_KEY_REUSED);
-			best = slot;
-			reused = true;
+	for (__u32 try = 0; try < SP_FLIGHT_WAYS && !claimed; try++) {
+		reused = false;
+		best = pick_slot(first, key, now, &age, &reused);
+		if (!best)
 			break;
-		}
-		if (!best || age > best_age) {
-			best = slot;
-			best_age = age;
-		}
+		claimed = claim_slot(best, &old);
 	}
-	if (!best)
-		return;
-	word = (volatile __u64 *)&best->key + 1;
-	old = *word;
-	busy = (old & ~(0xffffULL << 16)) | SLOT_BUSY << 24;
-	if (old == busy || __sync_val_compare_and_swap(word, old, busy) != old) {
+	if (!best || !claimed) {
 		miss(SP_MISS_FLIGHT_FULL);
 		return;
 	}
-	if (WORD_PROTO(old) && !reused) {
-		if (best_age <= STALE_SEND_NS)
+	if (reused)
+		miss(SP_MISS_KEY_REUSED);
+	else if (WORD_PROTO(old)) {
+		if (age <= STALE_SEND_NS)
 			miss(SP_MISS_FLIGHT_FULL);
 		else if (WORD_FRAGMENTED(old) && arrived(&best->f) &&
 			 !flight_complete(true, &best->f))
@@ -242,7 +276,7 @@ static __always_inline void insert_flight(const struct sp_flight_key *key,
 	key_words(key, words);
 	((volatile __u64 *)&best->key)[0] = words[0];
 	asm volatile("" ::: "memory");
-	*word = words[1];
+	*second_word(best) = words[1];
 }
 
 /* The flight of the first fragment (or only packet) of a datagram. */

@@ -21,19 +21,32 @@
 
 #define AF_INET 2
 
-/* Per destination port, the unfragmented datagram that last arrived at the
- * stack: what a receive took when the kernel let the reader dequeue it before
- * anything saw it queued (no head noted for the socket). It exists for 6.18
- * (commit b650bf0977d3, "udp: remove busylock and add per NUMA queues"):
- * producers queue through per-NUMA lists, one of them moves a whole batch
- * into the socket's queue and notifies only after unlocking it, so a reader
- * can take datagrams of the batch before any notification shows them. */
+/* Per destination port, the unfragmented datagrams that last arrived at the
+ * stack, oldest first from next: what a receive took when the kernel let the
+ * reader dequeue it before anything saw it queued (no head noted for the
+ * socket, or one noted late, after that read). It exists for 6.18 (commit
+ * b650bf0977d3, "udp: remove busylock and add per NUMA queues"): producers
+ * queue through per-NUMA lists, one of them moves a whole batch into the
+ * socket's queue and notifies only after unlocking it, so a reader can take
+ * datagrams of the batch before any notification shows them. The queue is
+ * FIFO and a datagram read has no flight left: the read took the oldest
+ * arrival still in flight, not the latest (which left the one read in the
+ * table, never delivered, and took the latest's flight from its own read). */
+#define ARRIVALS 8
+_Static_assert((ARRIVALS & (ARRIVALS - 1)) == 0, "a power of two");
+
+struct arrivals {
+	struct sp_flight_key keys[ARRIVALS];
+	__u32 next;	/* where the next arrival goes, modulo ARRIVALS */
+	__u32 pad;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SP_THREAD_ENTRIES);
 	__type(key, __u16);
-	__type(value, struct sp_flight_key);
-} last_arrival SEC(".maps");
+	__type(value, struct arrivals);
+} arrivals SEC(".maps");
 
 /* Per traced socket, the datagram at the head of its queue (next to be read);
  * a zero protocol marks the slot free (kept, not deleted: an LRU delete and
@@ -109,21 +122,49 @@ static __always_inline __u16 sock_proto4(const struct sock *sk, enum read_by typ
 	return proto == IPPROTO_UDP || proto == IPPROTO_TCP ? proto : 0;
 }
 
-/* An unfragmented datagram reached the stack: the last arrival for its port. */
+/* An unfragmented datagram reached the stack: the latest arrival for its port. */
 static __always_inline void note_arrival(const struct ip_udp *h)
 {
-	struct sp_flight_key key = {}, *last;
+	struct arrivals none = {}, *a;
+	struct sp_flight_key key = {};
 
 	flight_key(h, false, &key);
-	last = bpf_map_lookup_elem(&last_arrival, &h->dport);
-	if (last)
-		*last = key;
-	else
-		bpf_map_update_elem(&last_arrival, &h->dport, &key, BPF_ANY);
+	a = bpf_map_lookup_elem(&arrivals, &h->dport);
+	if (!a) {
+		bpf_map_update_elem(&arrivals, &h->dport, &none, BPF_NOEXIST);
+		a = bpf_map_lookup_elem(&arrivals, &h->dport);
+		if (!a)
+			return;
+	}
+	a->keys[__sync_fetch_and_add(&a->next, 1) % ARRIVALS] = key;
+}
+
+/* The datagram a receive on port took when its socket's head was not known
+ * (see arrivals), into key: the oldest of the port's latest arrivals whose
+ * flight is left. In a sampled run a datagram left out has no flight to say
+ * whether it was read, and the latest arrival stands. False: none. */
+static __always_inline bool oldest_arrival(__u16 port, struct sp_flight_key *key)
+{
+	struct arrivals *a = bpf_map_lookup_elem(&arrivals, &port);
+	__u32 next;
+
+	if (!a)
+		return false;
+	next = a->next;
+	if (cfg.sample > 1) {
+		*key = a->keys[(next - 1) % ARRIVALS];
+		return key->proto;
+	}
+	for (__u32 i = 0; i < ARRIVALS; i++) {
+		*key = a->keys[(next + i) % ARRIVALS];
+		if (key->proto && lookup_flight(key))
+			return true;
+	}
+	return false;
 }
 
 /* A datagram of the service ports without a flight reached the stack whole: in
- * a sampled run it is the last arrival for its port too (see note_unfollowed). */
+ * a sampled run it is the latest arrival for its port too (see note_unfollowed). */
 static __always_inline int unfollowed_arrival(const struct ip_udp *h)
 {
 	struct sp_flight_key key = {};

@@ -589,32 +589,36 @@ static __always_inline void delivered(const struct sp_flight_key *key, const str
 		response_read(key->daddr, f->dport, f->t_rx ?: f->t_stack, wait_from, start, now);
 }
 
-/* The datagram this receive returned, then the next head of the queue. */
+/* The datagram this receive returned, then the next head of the queue. A head
+ * noted with no flight left in an unsampled run was read already (noted late,
+ * racing with the read that took it): the port's arrivals tell then too. */
 static __always_inline int on_datagram_recv(const struct sock *sk, enum read_by typed, int ret)
 {
-	struct sp_flight_key *key, *slot;
-	struct sp_flight *f, copy;
-	__u16 port;
+	struct sp_flight_key key = {}, *slot;
+	struct sp_flight *f = NULL, copy;
+	bool noted;
 
 	slot = head_slot(sk, typed, false);
-	key = slot && slot->proto ? slot : NULL;
-	if (!key) {
-		port = bpf_htons(READ(typed, sk, __sk_common.skc_num));
-		key = bpf_map_lookup_elem(&last_arrival, &port);
+	noted = slot && slot->proto;
+	if (noted) {
+		key = *slot;
+		f = lookup_flight(&key);
 	}
-	f = key ? lookup_flight(key) : NULL;
+	if (!f && (!noted || cfg.sample <= 1) &&
+	    oldest_arrival(bpf_htons(READ(typed, sk, __sk_common.skc_num)), &key))
+		f = lookup_flight(&key);
 	if (f) {
 		/* Read the flight whole, then check that its slot still holds it: a
 		 * new flight's times are not this datagram's. This one was lost
 		 * (flight_full), not mis-paired. */
 		copy = *f;
-		if (!slot_holds(f, key))
+		if (!slot_holds(f, &key))
 			f = NULL;
 	}
 	if (f && copy.len != ret)
 		miss(SP_MISS_PAIR_MISMATCH);
 	else if (f && (arrived(&copy) || copy.t_rx))
-		delivered(key, &copy);
+		delivered(&key, &copy);
 	if (f)
 		drop_flight(f);
 	/* Free the head slot before looking at the queues again, so that an
