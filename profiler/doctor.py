@@ -22,11 +22,10 @@ from pathlib import Path
 from profiler import checks, kallsyms, loader, receive
 from profiler.diagnosis import PROBE_OBJECT_NAME, PROBES, Diagnosis, HookPoint, KindResult, Probe
 from profiler.errors import one_line
-from profiler.hooks import BOUNDARIES, Candidate
+from profiler.hooks import BOUNDARIES, FUNCTIONS, functions_of
 from profiler.libbpf import BPFObject, tc_attach_ingress, xdp_link
 
 PROBE_OBJECT = loader.OBJECT.parent / PROBE_OBJECT_NAME
-FUNCTION_KINDS = frozenset({"fentry", "fexit", "kprobe", "kretprobe"})
 
 SO_ATTACH_BPF = 50
 CLONE_NEWNET = 0x40000000
@@ -102,21 +101,12 @@ def prove(probe: Probe, path: Path = PROBE_OBJECT) -> KindResult:
     return KindResult(probe.kind, True, probe.proof)
 
 
-def _functions(candidates: tuple[Candidate, ...]) -> list[str]:
-    """Kernel functions named by function-hook candidates ("fexit/ip_defrag,..." or "udp_rcv")."""
-    names: list[str] = []
-    for c in candidates:
-        if c.kind in FUNCTION_KINDS:
-            names += [t.rsplit("/", 1)[-1] for t in c.target.split(",") if t]
-    return list(dict.fromkeys(names))
-
-
 def hook_points(choice: loader.HookChoice) -> list[HookPoint]:
     """Per boundary of the catalogue (whatever it holds today): the hook chosen, others refused."""
     points = []
     for boundary in BOUNDARIES:
         chosen = choice.chosen.get(boundary.name)
-        symbols = {f: kallsyms.resolve(f) for f in _functions(boundary.candidates)}
+        symbols = {f: kallsyms.resolve(f, FUNCTIONS) for f in functions_of(boundary.candidates)}
         points.append(
             HookPoint(
                 name=boundary.name,

@@ -8,7 +8,7 @@ boundary nobody could hook makes both stages around it unobservable.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,6 +189,20 @@ BOUNDARIES: tuple[Boundary, ...] = (
 )
 
 BY_NAME = {b.name: b for b in BOUNDARIES}
+FUNCTION_KINDS = frozenset({"fentry", "fexit", "kprobe", "kretprobe"})
+
+
+def functions_of(candidates: Iterable[Candidate]) -> list[str]:
+    """Kernel functions named by function-hook candidates ("fexit/ip_defrag,..." or "udp_rcv")."""
+    names: list[str] = []
+    for c in candidates:
+        if c.kind in FUNCTION_KINDS:
+            names += [t.rsplit("/", 1)[-1] for t in c.target.split(",") if t]
+    return list(dict.fromkeys(names))
+
+
+# Every kernel function the catalogue hooks: what kallsyms is read for (kallsyms.resolve).
+FUNCTIONS = frozenset(functions_of(c for b in BOUNDARIES for c in b.candidates))
 
 # Each stage spans from the first boundary to the second.
 STAGE_SPANS: dict[str, tuple[str, str]] = {

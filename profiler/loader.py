@@ -19,6 +19,7 @@ from profiler import abi, hookcache, kallsyms, resources
 from profiler.hooks import (
     BOUNDARIES,
     BY_NAME,
+    FUNCTIONS,
     KINDS,
     STAGE_SPANS,
     Boundary,
@@ -54,7 +55,7 @@ def kprobe_targets(candidate: Candidate) -> dict[str, str]:
     """Per kprobe program, the kernel symbol to probe (suffixed names resolved)."""
     targets: dict[str, str] = {}
     for program, function in zip(candidate.programs, candidate.functions, strict=False):
-        symbol = kallsyms.resolve(function)
+        symbol = kallsyms.resolve(function, FUNCTIONS)
         if symbol is None:
             raise MissingFunction(errno.ENOENT, f"{function} not in /proc/kallsyms")
         targets[program] = symbol

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from profiler import kallsyms
+from profiler.hooks import FUNCTIONS
 
 SAMPLE = """\
 ffffffff81ff6a80 T ip_rcv
@@ -80,8 +81,17 @@ def test_base_name(symbol: str, base: str | None) -> None:
 
 def test_running_kernel_reader_is_cached() -> None:
     kallsyms._table.cache_clear()
-    first = kallsyms._table()
-    assert kallsyms._table() is first
+    first = kallsyms._table(FUNCTIONS)
+    assert kallsyms._table(FUNCTIONS) is first
+    kallsyms.resolve(min(FUNCTIONS), FUNCTIONS)
+    assert kallsyms._table.cache_info().misses == 1
+
+
+def test_only_the_wanted_names_are_indexed() -> None:
+    """An index of every symbol held ~30 MB of strings for the few dozen asked for."""
+    table = kallsyms.index(SAMPLE.splitlines(), {"ip_rcv", "split", "absent"})
+    assert table == {"ip_rcv": ["ip_rcv"], "split": ["split.part.0"]}
+    assert kallsyms.index(SAMPLE.splitlines(), set()) == {}
 
 
 def test_running_kernel_has_udp_rcv() -> None:
