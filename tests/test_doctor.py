@@ -23,7 +23,7 @@ from profiler.diagnosis import (
     ReceiveHook,
     RxSelfTest,
 )
-from profiler.hooks import BOUNDARIES, DEVICE_RECEIVES, Candidate, unobserved_stages
+from profiler.hooks import BOUNDARIES, DEVICE_RECEIVES, Candidate, functions_of, unobserved_stages
 from profiler.libbpf import BPFObject
 from profiler.views.doctor import render
 
@@ -301,7 +301,7 @@ def test_functions_of_candidates() -> None:
         Candidate("kprobe", "ip_defrag", ("c",)),
         Candidate("tp_btf", "netif_rx", ("d",)),
     )
-    assert doctor._functions(candidates) == ["ip_defrag", "udp_rcv"]
+    assert functions_of(candidates) == ["ip_defrag", "udp_rcv"]
 
 
 @pytest.fixture
