@@ -20,12 +20,19 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.overhead import PORT, REFERENCE, Stop, json_text, unwind_on_signals  # noqa: E402
+from benchmarks.overhead import (  # noqa: E402
+    PORT,
+    REFERENCE,
+    OneLineParser,
+    Stop,
+    json_text,
+    unwind_on_signals,
+)
 from benchmarks.overhead_configs import stackprof  # noqa: E402
 from benchmarks.overhead_load import Lab, LoadError, cannot_run  # noqa: E402
 from benchmarks.overhead_stats import EventCost, event_cost  # noqa: E402
@@ -33,11 +40,6 @@ from profiler import atomic  # noqa: E402
 from profiler.errors import SessionError  # noqa: E402
 from profiler.hooks import KINDS  # noqa: E402
 from servers.topology import Topology  # noqa: E402
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"versus.py: {message}\n")
 
 
 def _checkout(text: str) -> Path:

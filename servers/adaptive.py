@@ -6,16 +6,20 @@ Sampling (:class:`ArrivalSampler`): every ``WINDOW_S`` the server's requests per
 and the distinct clients (source address and port) that sent them.
 
 TPACKET_V3 (:class:`FpbTuner`, ``--frames-per-block auto``): a block must fill before its
-timeout or every request waits for the timeout (Table 1's collapse), and it fills only if
-fewer requests than are in flight make it; the paper found the best near half the
-clients. The clients in flight at the ring are fewer than the clients when they think or
-are slow to send again, so the tuner climbs: from 8, it doubles frames per block while
-the rate holds (bigger blocks, fewer wake-ups per request), never past half the distinct
-clients sampled, and steps back from a doubling that cost throughput. Each change
-re-creates the ring (its geometry cannot change in place): :meth:`RingRetuner.swap` opens
-the new ring first, so both see every frame, reads the old one until its open block has
-surely retired (two block timeouts), closes it, and skips in the new ring the requests
-already answered (by client id and sequence number): none lost, none answered twice.
+timeout or every request in it waits for the timeout (Table 1's collapse), and it fills
+only if more requests than it holds arrive while the server works on the previous one: the
+paper found the best near half the clients. So the tuner goes straight to half the
+distinct clients sampled (bigger blocks, fewer wake-ups per request; a comparison of rates
+between windows cannot choose here, as this shared VM's windows differ by more than the
+settings do), and no further than a block the sampled rate fills within one timeout. What
+it watches is what the ring says of the choice: when over a quarter of a window's frames came
+in blocks the timeout retired, the clients in flight (fewer than the clients when they
+think or are slow to send again) cannot fill the blocks, and frames per block halve and
+stay below that while the clients seen stay the same. Each change re-creates the ring (its
+geometry cannot change in place): :meth:`RingRetuner.swap` opens the new ring first, so
+both see every frame, reads the old one until its open block has surely retired (two block
+timeouts), closes it, and skips in the new ring the requests already answered (by client
+id and sequence number): none lost, none answered twice.
 
 recvmmsg (:class:`BatchTuner`, ``--batch auto``): the vector length follows what the
 socket holds: doubled while more than a tenth of the calls come back full, halved while
@@ -33,10 +37,9 @@ from servers import tpacket
 from servers.payload import parse_header
 
 WINDOW_S = 0.5
-RETUNE_EVERY_S = 1.0
-FIRST_DECISION_S = 1.5  # closed-loop clients are still starting before that
-HYSTERESIS = 0.25
-KEEP = 0.9  # a doubling of frames per block is kept while the rate stays within 10%
+HYSTERESIS = 0.25  # changes in the clients seen, or to fpb, smaller than this are noise
+FIRST_DECISION_S = 1.0  # in the first window closed-loop clients are still starting
+STARVED = 0.25  # a quarter of a window's frames waited for the block timeout
 MAX_AUTO_BATCH = 256
 FIRST_FPB = 8
 
@@ -73,50 +76,67 @@ def fpb_ceiling(clients: int, limit: int = 4096) -> int:
     return max(1, min(clients // 2, limit))
 
 
+@dataclass(frozen=True)
+class RingWindow:
+    """What the server sampled over one window: its input and how the ring delivered it."""
+
+    rate: float  # requests per second
+    clients: int  # distinct sources
+    frames: int = 0
+    frames_timed_out: int = 0  # of those, frames in blocks the timeout retired
+
+    @property
+    def starved(self) -> bool:
+        """Did most requests wait for the timeout (blocks the clients could not fill)?"""
+        return self.frames > 0 and self.frames_timed_out > STARVED * self.frames
+
+
 @dataclass
 class FpbTuner:
-    """When and to what a V3 ring's frames per block should change: a climb.
+    """When and to what a V3 ring's frames per block should change.
 
-    From ``FIRST_FPB`` (first decision at ``FIRST_DECISION_S``, then at most one change a
-    second; ``now`` counts from the server's start), double while the next window's rate
-    keeps within ``KEEP`` of the last (a bigger block costs fewer wake-ups per request),
-    never past half the clients seen; a doubling that lost more than that goes back and
-    becomes the ceiling. A change of a quarter in the clients seen starts the climb again
-    (the input changed)."""
+    At the end of each window: halve if the window starved (and remember that size as too
+    big), else go to :meth:`goal` when it differs from the current size by more than
+    ``HYSTERESIS`` (a window's client count wobbles). A change of more than that in the
+    clients seen forgets what starved (the input changed)."""
 
     timeout_ms: float
     current: int = FIRST_FPB
-    last_change: float = 0.0
-    previous: tuple[int, float] | None = None  # (fpb, rate) before the last doubling
-    ceiling: int | None = None
+    too_big: int | None = None  # the smallest fpb that starved with these clients
     clients_seen: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
 
-    def propose(self, now: float, rate: float, clients: int) -> int | None:
+    def goal(self, window: RingWindow) -> int:
+        """Half the clients, no more than the rate brings in one timeout, below too_big."""
+        top = fpb_ceiling(window.clients)
+        top = min(top, max(1, int(window.rate * self.timeout_ms / 1000)))
+        if self.too_big is not None:
+            top = min(top, max(1, self.too_big // 2))
+        return top
+
+    def propose(self, now: float, window: RingWindow) -> int | None:
         """The new frames per block, or None to keep the ring as it is."""
-        if not clients or now < FIRST_DECISION_S or now - self.last_change < RETUNE_EVERY_S:
+        if not window.clients or now < FIRST_DECISION_S:
             return None
-        if self.clients_seen and abs(clients - self.clients_seen) > HYSTERESIS * self.clients_seen:
-            self.ceiling, self.previous = None, None
-        self.clients_seen = clients
-        top = fpb_ceiling(clients)
-        if self.ceiling is not None:
-            top = min(top, max(1, self.ceiling // 2))
-        back = self.previous is not None and self.previous[0] < self.current
-        if back and self.previous is not None and rate < KEEP * self.previous[1]:
-            self.ceiling, target = self.current, self.previous[0]
-            self.previous = None
-        elif self.current > top:
-            target, self.previous = top, None
+        seen = self.clients_seen
+        if seen and abs(window.clients - seen) > HYSTERESIS * seen:
+            self.too_big = None
+        self.clients_seen = window.clients
+        if window.starved and self.current > 1:
+            self.too_big = min(self.current, self.too_big or self.current)
+            target = self.current // 2
         else:
-            target = min(top, self.current * 2)
-            self.previous = (self.current, rate)
-        if target == self.current:
-            return None
+            target = self.goal(window)
+            if abs(target - self.current) <= HYSTERESIS * self.current:
+                return None
+        return self._change(now, window, target)
+
+    def _change(self, now: float, window: RingWindow, target: int) -> int:
         self.history.append(
-            {"at_s": round(now, 3), "rate": round(rate, 1), "clients": clients, "fpb": target}
-        )
-        self.current, self.last_change = target, now
+            {"at_s": round(now, 3), "rate": round(window.rate, 1), "clients": window.clients,
+             "starved": window.starved, "fpb": target}
+        )  # fmt: skip
+        self.current = target
         return target
 
 
@@ -176,6 +196,8 @@ class RingRetuner:
     retired: list[tpacket.PacketRing] = field(default_factory=list)
     duplicates: int = 0
     started: float = 0.0
+    marked_ring: tpacket.PacketRing | None = None  # the ring mark counts in
+    mark: tuple[int, int] = (0, 0)  # its (frames, frames_timed_out) when the window began
 
     def __post_init__(self) -> None:
         self.tuner = self.tuner or FpbTuner(self.timeout_ms)
@@ -186,13 +208,24 @@ class RingRetuner:
         key = parse_header(payload)
         if key is None:
             return True
-        if self.answered is not None:
-            self.answered.add(key)
-        elif self.skip and now < self.skip_until and key in self.skip:
+        if self.skip and now < self.skip_until and key in self.skip:
             self.skip.discard(key)
             self.duplicates += 1
             return False
+        if self.answered is not None:
+            self.answered.add(key)
         return True
+
+    def window(self, ring: tpacket.PacketRing, now: float) -> RingWindow:
+        """The window now ending: the sampler's rate and clients, the ring's frames since."""
+        rate, clients = self.sampler.take(now)
+        counters = ring.counters
+        frames, timed_out = counters.frames, counters.frames_timed_out
+        if ring is not self.marked_ring:
+            self.marked_ring, self.mark = ring, (0, 0)
+        window = RingWindow(rate, clients, frames - self.mark[0], timed_out - self.mark[1])
+        self.mark = (frames, timed_out)
+        return window
 
     def maybe_retune(self, server: RingHolder, now: float) -> bool:
         """At the end of a sampling window, swap to a ring of the frames per block the input
@@ -200,9 +233,9 @@ class RingRetuner:
         self.started = self.started or now
         if not self.sampler.due(now):
             return False
-        rate, clients = self.sampler.take(now)
+        window = self.window(server.ring, now)
         assert self.tuner is not None
-        fpb = self.tuner.propose(now - self.started, rate, clients)
+        fpb = self.tuner.propose(now - self.started, window)
         if fpb is None:
             return False
         self.swap(server, fpb)

@@ -240,6 +240,7 @@ class RingCounters:
     frames: int = 0
     blocks: int = 0
     blocks_timed_out: int = 0
+    frames_timed_out: int = 0  # in blocks the timeout retired: they waited for it
     truncated: int = 0
     max_block_fill: int = 0
 
@@ -347,6 +348,7 @@ class PacketRing:
         self.counters.blocks += 1
         if desc.block_status & TP_STATUS_BLK_TMO:
             self.counters.blocks_timed_out += 1
+            self.counters.frames_timed_out += desc.num_pkts
         self.counters.max_block_fill = max(self.counters.max_block_fill, desc.num_pkts)
         self.block_fill[desc.num_pkts] += 1
 

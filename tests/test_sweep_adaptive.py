@@ -20,16 +20,34 @@ def test_fpb_never_passes_half_the_clients() -> None:
     assert adaptive.fpb_ceiling(1) == 1
 
 
-def test_fpb_tuner_climbs_while_the_rate_holds_and_steps_back() -> None:
+def window(rate: float, clients: int, frames: int = 0, waited: int = 0) -> adaptive.RingWindow:
+    return adaptive.RingWindow(rate, clients, frames, waited)
+
+
+def test_fpb_tuner_goes_to_half_the_clients_and_ignores_wobble() -> None:
     tuner = adaptive.FpbTuner(timeout_ms=10, current=8)
-    assert tuner.propose(1.0, 9_000, 64) is None, "clients are still starting"
-    assert tuner.propose(1.5, 9_000, 64) == 16
-    assert tuner.propose(3.0, 9_500, 64) == 32, "the rate held: double again"
-    assert tuner.propose(4.5, 4_000, 64) == 16, "32 lost throughput: back, and a ceiling"
-    assert tuner.ceiling == 32
-    assert tuner.propose(6.0, 9_000, 64) is None, "16 is the most the ceiling allows"
-    assert tuner.propose(7.5, 9_000, 16) == 8, "fewer clients: at most half of them"
-    assert [c["fpb"] for c in tuner.history] == [16, 32, 16, 8]
+    assert tuner.propose(0.5, window(9_000, 9, 4_500, 200)) is None, "clients still starting"
+    assert tuner.propose(1.0, window(9_000, 64, 4_500, 200)) == 32
+    assert tuner.propose(1.5, window(20_000, 60, 10_000, 800)) is None, "30 is within 25%"
+    assert tuner.propose(2.0, window(20_000, 32, 10_000, 800)) == 16, "fewer clients"
+    assert tuner.propose(2.5, window(0, 0)) is None, "a quiet window: keep the ring"
+    assert [c["fpb"] for c in tuner.history] == [32, 16]
+
+
+def test_fpb_tuner_halves_when_blocks_wait_for_the_timeout() -> None:
+    tuner = adaptive.FpbTuner(timeout_ms=10, current=32)
+    starved = window(3_000, 64, 1_500, 1_400)
+    assert starved.starved and not window(20_000, 64, 10_000, 1_600).starved
+    assert tuner.propose(1.0, starved) == 16
+    assert tuner.too_big == 32
+    assert tuner.propose(1.5, window(3_000, 64, 1_500, 500)) == 8, "16 starved as well"
+    assert tuner.propose(2.0, window(15_000, 64, 7_500, 100)) is None, "16 starved: stay below"
+    assert tuner.propose(2.5, window(15_000, 128, 7_500, 100)) == 64, "new input: try again"
+
+
+def test_fpb_tuner_fills_blocks_within_a_timeout_at_the_rate_sampled() -> None:
+    tuner = adaptive.FpbTuner(timeout_ms=10, current=16)
+    assert tuner.propose(1.0, window(800, 64, 400, 50)) == 8, "8 requests per 10 ms"
 
 
 def test_sampler_counts_rate_and_distinct_clients() -> None:
@@ -67,7 +85,7 @@ def test_v3_auto_retunes_without_losing_or_doubling_a_request() -> None:
     server = result.server
     changes = server["adapt"]["changes"]
     assert changes, "64 clients move the first guess of 8 frames per block"
-    assert all(1 <= c["fpb"] <= 32 for c in changes)
+    assert all(1 <= c["fpb"] <= adaptive.fpb_ceiling(64) for c in changes)
     assert result.bad == 0 and result.timeouts == 0, "no request lost in a ring swap"
     assert result.late == 0, "no request answered twice"
     assert server["requests"] <= result.sent and server["responses"] >= result.received
