@@ -186,9 +186,11 @@ static __always_inline volatile __u64 *second_word(struct sp_flight_slot *slot)
 
 /* The slot of key's set (from first) that a new flight of key takes: the one
  * holding key already (*reused), else a free one, else the stalest (its age
- * in *age); none that another CPU is writing. NULL: all are. */
+ * in *age, its key's second word as read in *seen); none that another CPU is
+ * writing. NULL: all are. */
 static __always_inline struct sp_flight_slot *pick_slot(__u32 first, const struct sp_flight_key *key,
-							 __u64 now, __u64 *age, bool *reused)
+							 __u64 now, __u64 *age, __u64 *seen,
+							 bool *reused)
 {
 	struct sp_flight_slot *slot, *best = NULL;
 	__u64 w, a;
@@ -202,6 +204,7 @@ static __always_inline struct sp_flight_slot *pick_slot(__u32 first, const struc
 			continue;
 		if (WORD_PROTO(w) && same_key(&slot->key, key)) {
 			*reused = true;
+			*seen = w;
 			return slot;
 		}
 		/* A flight another CPU started after this one read the clock is
@@ -212,22 +215,21 @@ static __always_inline struct sp_flight_slot *pick_slot(__u32 first, const struc
 		if (!best || a > *age) {
 			best = slot;
 			*age = a;
+			*seen = w;
 		}
 	}
 	return best;
 }
 
-/* Claim slot for a new flight: its key's second word, as read, becomes 'being
- * written' by one compare-and-swap; *old is what it held. False: another CPU
- * wrote it meanwhile. */
-static __always_inline bool claim_slot(struct sp_flight_slot *slot, __u64 *old)
+/* Claim slot for a new flight: its key's second word, as pick_slot saw it
+ * (seen), becomes 'being written' by one compare-and-swap. False: another CPU
+ * wrote it meanwhile (a slot seen free may hold a new flight by now, whose
+ * claim would evict it uncounted). */
+static __always_inline bool claim_slot(struct sp_flight_slot *slot, __u64 seen)
 {
-	volatile __u64 *word = second_word(slot);
-	__u64 busy;
+	__u64 busy = (seen & ~(0xffffULL << 16)) | SLOT_BUSY << 24;
 
-	*old = *word;
-	busy = (*old & ~(0xffffULL << 16)) | SLOT_BUSY << 24;
-	return *old != busy && __sync_val_compare_and_swap(word, *old, busy) == *old;
+	return seen != busy && __sync_val_compare_and_swap(second_word(slot), seen, busy) == seen;
 }
 
 /* Start flight f of key at now: a flight of the same key still there was
@@ -251,10 +253,10 @@ static __always_inline void insert_flight(const struct sp_flight_key *key,
 
 	for (__u32 try = 0; try < SP_FLIGHT_WAYS && !claimed; try++) {
 		reused = false;
-		best = pick_slot(first, key, now, &age, &reused);
+		best = pick_slot(first, key, now, &age, &old, &reused);
 		if (!best)
 			break;
-		claimed = claim_slot(best, &old);
+		claimed = claim_slot(best, old);
 	}
 	if (!best || !claimed) {
 		miss(SP_MISS_FLIGHT_FULL);

@@ -21,8 +21,8 @@
 
 #define AF_INET 2
 
-/* Per destination port, the unfragmented datagrams that last arrived at the
- * stack, oldest first from next: what a receive took when the kernel let the
+/* Per destination port, the datagrams that last arrived whole at the stack
+ * (unfragmented, or at their last fragment), oldest first from next: what a receive took when the kernel let the
  * reader dequeue it before anything saw it queued (no head noted for the
  * socket, or one noted late, after that read). It exists for 6.18 (commit
  * b650bf0977d3, "udp: remove busylock and add per NUMA queues"): producers
@@ -31,8 +31,11 @@
  * datagrams of the batch before any notification shows them. The queue is
  * FIFO and a datagram read has no flight left: the read took the oldest
  * arrival still in flight, not the latest (which left the one read in the
- * table, never delivered, and took the latest's flight from its own read). */
-#define ARRIVALS 8
+ * table, never delivered, and took the latest's flight from its own read).
+ * The ring holds more arrivals than a queue of closed-loop requests from a
+ * few dozen clients: when even its oldest is still in flight, an older one
+ * may have been read (pair_unsure). */
+#define ARRIVALS 32
 _Static_assert((ARRIVALS & (ARRIVALS - 1)) == 0, "a power of two");
 
 struct arrivals {
@@ -47,6 +50,14 @@ struct {
 	__type(key, __u16);
 	__type(value, struct arrivals);
 } arrivals SEC(".maps");
+
+/* A port's first arrivals, all free: too big for the stack (512 bytes). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct arrivals);
+} no_arrivals SEC(".maps");
 
 /* Per traced socket, the datagram at the head of its queue (next to be read);
  * a zero protocol marks the slot free (kept, not deleted: an LRU delete and
@@ -122,27 +133,31 @@ static __always_inline __u16 sock_proto4(const struct sock *sk, enum read_by typ
 	return proto == IPPROTO_UDP || proto == IPPROTO_TCP ? proto : 0;
 }
 
-/* An unfragmented datagram reached the stack: the latest arrival for its port. */
-static __always_inline void note_arrival(const struct ip_udp *h)
+/* The datagram of key reached the stack whole: the latest arrival for port
+ * (network order). */
+static __always_inline void note_arrival(__u16 port, const struct sp_flight_key *key)
 {
-	struct arrivals none = {}, *a;
-	struct sp_flight_key key = {};
+	struct arrivals *a, *none;
+	__u32 zero = 0;
 
-	flight_key(h, false, &key);
-	a = bpf_map_lookup_elem(&arrivals, &h->dport);
+	a = bpf_map_lookup_elem(&arrivals, &port);
 	if (!a) {
-		bpf_map_update_elem(&arrivals, &h->dport, &none, BPF_NOEXIST);
-		a = bpf_map_lookup_elem(&arrivals, &h->dport);
+		none = bpf_map_lookup_elem(&no_arrivals, &zero);
+		if (!none)
+			return;
+		bpf_map_update_elem(&arrivals, &port, none, BPF_NOEXIST);
+		a = bpf_map_lookup_elem(&arrivals, &port);
 		if (!a)
 			return;
 	}
-	a->keys[__sync_fetch_and_add(&a->next, 1) % ARRIVALS] = key;
+	a->keys[__sync_fetch_and_add(&a->next, 1) % ARRIVALS] = *key;
 }
 
 /* The datagram a receive on port took when its socket's head was not known
  * (see arrivals), into key: the oldest of the port's latest arrivals whose
- * flight is left. In a sampled run a datagram left out has no flight to say
- * whether it was read, and the latest arrival stands. False: none. */
+ * flight is left (pair_unsure when that is the oldest the ring holds). In a
+ * sampled run a datagram left out has no flight to say whether it was read,
+ * and the latest arrival stands. False: none. */
 static __always_inline bool oldest_arrival(__u16 port, struct sp_flight_key *key)
 {
 	struct arrivals *a = bpf_map_lookup_elem(&arrivals, &port);
@@ -157,8 +172,11 @@ static __always_inline bool oldest_arrival(__u16 port, struct sp_flight_key *key
 	}
 	for (__u32 i = 0; i < ARRIVALS; i++) {
 		*key = a->keys[(next + i) % ARRIVALS];
-		if (key->proto && lookup_flight(key))
+		if (key->proto && lookup_flight(key)) {
+			if (!i)
+				miss(SP_MISS_PAIR_UNSURE);
 			return true;
+		}
 	}
 	return false;
 }
@@ -173,7 +191,7 @@ static __always_inline int unfollowed_arrival(const struct ip_udp *h)
 		return 0;
 	flight_key(h, false, &key);
 	if (note_unfollowed(&key))
-		note_arrival(h);
+		note_arrival(h->dport, &key);
 	return 0;
 }
 

@@ -274,6 +274,8 @@ static __always_inline int on_last_fragment(const struct sk_buff *skb, const str
 		return 0;
 	f->t_last = bpf_ktime_get_ns();
 	ring_push(skb, &key, f);
+	if (f->t_stack)
+		note_arrival(f->dport, &key);
 	record_stage(f->path, SP_STAGE_FRAG_TRAIN, f->t_stack, f->t_last);
 	if (f->frag_payload) {
 		frags = (frag_off(h) & IP_OFFSET) * 8 / f->frag_payload + 1;
@@ -288,6 +290,7 @@ static __always_inline int on_last_fragment(const struct sk_buff *skb, const str
  * can be whole no sooner (a middle fragment later still is not seen). */
 static __always_inline int on_stack_rx(const struct sk_buff *skb, enum read_by typed)
 {
+	struct sp_flight_key key = {};
 	struct sp_flight *f;
 	struct ip_udp h;
 	bool here;
@@ -315,10 +318,13 @@ static __always_inline int on_stack_rx(const struct sk_buff *skb, enum read_by t
 	if ((off & IP_MF) && f->t_last) {
 		record_value(f->path, SP_STAGE_FRAG_TRAIN, f->t_stack - f->t_last);
 		f->t_last = f->t_stack;
+		flight_key(&h, true, &key);
+		note_arrival(h.dport, &key);
 	} else if (!(off & IP_MF)) {
 		f->t_last = f->t_stack;
 		ring_push_head(skb, &h, f);
-		note_arrival(&h);
+		flight_key(&h, false, &key);
+		note_arrival(h.dport, &key);
 		record_value(f->path, SP_NSTAGES + SP_HIST_FRAGS, 1);
 	}
 	return 0;

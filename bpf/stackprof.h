@@ -20,7 +20,9 @@
 #ifndef SP_FLIGHT_ENTRIES
 #define SP_FLIGHT_ENTRIES 16384
 #endif
-#define SP_FLIGHT_WAYS 2
+/* Four, not two: two clients' consecutive sets (see flight_set) drift into
+ * step now and then, and a third flight passing then evicted one of theirs. */
+#define SP_FLIGHT_WAYS 4
 #ifndef SP_THREAD_ENTRIES
 #define SP_THREAD_ENTRIES 4096
 #endif
@@ -128,6 +130,7 @@ enum sp_miss {
 	SP_MISS_RING_FULL,
 	SP_MISS_THREAD_SLOT,
 	SP_MISS_PAIRS_FULL,	/* a request could not be remembered for its response */
+	SP_MISS_PAIR_UNSURE,	/* a receive paired by arrivals when all those kept were in flight */
 	SP_NMISS,
 };
 
