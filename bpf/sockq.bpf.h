@@ -22,10 +22,11 @@
 #define AF_INET 2
 
 /* Per destination port, the datagrams that last arrived whole at the stack
- * (unfragmented, or at their last fragment), oldest first from next: what a receive took when the kernel let the
- * reader dequeue it before anything saw it queued (no head noted for the
- * socket, or one noted late, after that read). It exists for 6.18 (commit
- * b650bf0977d3, "udp: remove busylock and add per NUMA queues"): producers
+ * (unfragmented, or at their last fragment), oldest first from next: what a
+ * receive took when the kernel let the reader dequeue it before anything saw
+ * it queued (no head noted for the socket, or one noted late, after that
+ * read). It exists for 6.18 (commit b650bf0977d3, "udp: remove busylock and
+ * add per NUMA queues"): producers
  * queue through per-NUMA lists, one of them moves a whole batch into the
  * socket's queue and notifies only after unlocking it, so a reader can take
  * datagrams of the batch before any notification shows them. The queue is

@@ -274,7 +274,7 @@ static __always_inline int on_last_fragment(const struct sk_buff *skb, const str
 		return 0;
 	f->t_last = bpf_ktime_get_ns();
 	ring_push(skb, &key, f);
-	if (f->t_stack)
+	if (f->t_stack)	/* else whole at its first fragment: on_stack_rx notes it */
 		note_arrival(f->dport, &key);
 	record_stage(f->path, SP_STAGE_FRAG_TRAIN, f->t_stack, f->t_last);
 	if (f->frag_payload) {
@@ -302,7 +302,8 @@ static __always_inline int on_stack_rx(const struct sk_buff *skb, enum read_by t
 	off = frag_off(&h);
 	if (off & IP_OFFSET)
 		return off & IP_MF ? 0 : on_last_fragment(skb, &h);
-	f = head_flight(&h);
+	flight_key(&h, off & IP_MF, &key);
+	f = lookup_flight(&key);
 	/* Sent by a traced send (its flight is gone: evicted), or from afar but
 	 * begun at the device receive if that is hooked (then it is gone too). */
 	if (!f && !here && !cfg.rx_hook)
@@ -318,12 +319,10 @@ static __always_inline int on_stack_rx(const struct sk_buff *skb, enum read_by t
 	if ((off & IP_MF) && f->t_last) {
 		record_value(f->path, SP_STAGE_FRAG_TRAIN, f->t_stack - f->t_last);
 		f->t_last = f->t_stack;
-		flight_key(&h, true, &key);
 		note_arrival(h.dport, &key);
 	} else if (!(off & IP_MF)) {
 		f->t_last = f->t_stack;
 		ring_push_head(skb, &h, f);
-		flight_key(&h, false, &key);
 		note_arrival(h.dport, &key);
 		record_value(f->path, SP_NSTAGES + SP_HIST_FRAGS, 1);
 	}
