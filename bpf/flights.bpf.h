@@ -17,6 +17,7 @@
 #include "histograms.bpf.h"
 #include "headers.bpf.h"
 #include "stamps.bpf.h"
+#include "keyhash.bpf.h"
 
 /* Datagrams in flight, in sets of SP_FLIGHT_WAYS slots picked by a hash of
  * their key: every lookup is an inlined array access, an insert or a delete a
@@ -65,17 +66,6 @@ static __always_inline void key_words(const struct sp_flight_key *key, __u64 wor
 #define FLIGHT_SETS (SP_FLIGHT_ENTRIES / SP_FLIGHT_WAYS)
 _Static_assert((FLIGHT_SETS & (FLIGHT_SETS - 1)) == 0, "a power of two");
 
-/* murmur3's finaliser: every input bit moves every output bit. */
-static __always_inline __u32 mix32(__u32 h)
-{
-	h ^= h >> 16;
-	h *= 0x85ebca6bu;
-	h ^= h >> 13;
-	h *= 0xc2b2ae35u;
-	h ^= h >> 16;
-	return h;
-}
-
 /* First slot of key's set: a hash of everything but the IP ID, plus the ID. A
  * sender numbers its datagrams in sequence, so its flights take consecutive
  * sets, on the few pages (and TLB entries) it touched last. */
@@ -94,11 +84,17 @@ static __always_inline struct sp_flight_slot *flight_slot(__u32 index)
 	return bpf_map_lookup_elem(&flights, &index);
 }
 
+/* The flight of key, NULL if none. A datagram a sampled run leaves out has
+ * none: its hash says so without touching the table (whose sets, spread over
+ * megabytes, cost a hook a cache miss or more). */
 static __always_inline struct sp_flight *lookup_flight(const struct sp_flight_key *key)
 {
-	__u32 first = flight_set(key);
 	struct sp_flight_slot *slot;
+	__u32 first;
 
+	if (!sampled(key))
+		return NULL;
+	first = flight_set(key);
 	for (__u32 way = 0; way < SP_FLIGHT_WAYS; way++) {
 		slot = flight_slot(first + way);
 		if (slot && slot->key.proto && same_key(&slot->key, key))

@@ -72,6 +72,9 @@ static __always_inline int on_dev_queue(const struct sk_buff *skb, enum read_by 
 	t_send = thread_stamp(&send_start, tid);
 	if (!t_send || !armed || classify(&h, &flight.path))
 		return 0;
+	flight_key(&h, frag_off(&h) & IP_MF, &key);
+	if (!sampled(&key))
+		return sampled_out(flight.path, &key, &h, *t_send);
 	now = bpf_ktime_get_ns();
 	if (now - *t_send > STALE_SEND_NS)
 		return 0;
@@ -82,9 +85,6 @@ static __always_inline int on_dev_queue(const struct sk_buff *skb, enum read_by 
 	flight.t_queue = now;
 	flight.sport = h.sport;
 	flight.dport = h.dport;
-	flight_key(&h, frag_off(&h) & IP_MF, &key);
-	if (!sampled(&key))
-		return sampled_out(flight.path, &key, &h, flight.t_send);
 	if (key.fragmented)
 		flight.frag_payload = bpf_ntohs(h.ip.tot_len) - h.ip.ihl * 4;
 	insert_flight(&key, &flight, now);
@@ -186,12 +186,12 @@ static __always_inline int on_dev_xmit(const struct sk_buff *skb, enum read_by t
  * flight starts here, at the device receive (at_device: t_rx) or the stack
  * entry. Not when a pid or cgroup names the senders followed: a packet being
  * received belongs to no process yet. */
-static __always_inline struct sp_flight *arrived_from_afar(const struct ip_udp *h, __u64 now,
-							    bool at_device)
+static __always_inline struct sp_flight *arrived_from_afar(const struct ip_udp *h, bool at_device)
 {
 	struct sp_flight_key key = {};
 	struct sp_flight flight = { .origin = SP_ORIGIN_RECEIVE };
 	__u16 off = frag_off(h);
+	__u64 now;
 
 	if (cfg.filter_tgid || cfg.filter_cgroup || !armed)
 		return NULL;
@@ -200,15 +200,16 @@ static __always_inline struct sp_flight *arrived_from_afar(const struct ip_udp *
 	flight.len = payload_len(h);
 	if (!flight.len)
 		return NULL;
+	flight_key(h, off & IP_MF, &key);
+	if (!sampled(&key))
+		return NULL;
+	now = bpf_ktime_get_ns();
 	if (at_device)
 		flight.t_rx = now;
 	else
 		flight.t_stack = now;
 	flight.sport = h->sport;
 	flight.dport = h->dport;
-	flight_key(h, off & IP_MF, &key);
-	if (!sampled(&key))
-		return NULL;
 	if (key.fragmented)
 		flight.frag_payload = bpf_ntohs(h->ip.tot_len) - h->ip.ihl * 4;
 	insert_flight(&key, &flight, now);
@@ -241,21 +242,19 @@ static __always_inline int on_dev_rx(const struct sk_buff *skb, enum read_by typ
 	struct sp_flight *f;
 	struct ip_udp h;
 	bool here;
-	__u64 now;
 
 	if (!device_headers(skb, typed, AT_RX, cfg.filter_netns, &h, &here) ||
 	    off_host(skb, typed, &h) || (frag_off(&h) & IP_OFFSET))
 		return 0;
 	f = head_flight(&h);
-	now = bpf_ktime_get_ns();
 	if (!f) {
 		if (!here)
-			arrived_from_afar(&h, now, true);
+			arrived_from_afar(&h, true);
 		return 0;
 	}
 	if (f->t_rx)
 		return 0;
-	f->t_rx = now;
+	f->t_rx = bpf_ktime_get_ns();
 	record_stage(f->path, SP_STAGE_DRIVER, f->t_xmit, f->t_rx);
 	return 0;
 }
@@ -307,7 +306,7 @@ static __always_inline int on_stack_rx(const struct sk_buff *skb, enum read_by t
 	/* Sent by a traced send (its flight is gone: evicted), or from afar but
 	 * begun at the device receive if that is hooked (then it is gone too). */
 	if (!f && !here && !cfg.rx_hook)
-		f = arrived_from_afar(&h, bpf_ktime_get_ns(), false);
+		f = arrived_from_afar(&h, false);
 	else if (f && f->t_stack)
 		return 0;
 	else if (f)

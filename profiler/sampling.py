@@ -1,6 +1,6 @@
 """Which datagrams a sampled run follows (``--sample N``): the kernel's choice, in Python.
 
-The BPF side (``bpf/sampling.bpf.h``) follows a datagram when a hash of its flight key
+The BPF side (``bpf/keyhash.bpf.h``) follows a datagram when a hash of its flight key
 is 0 modulo N; this module computes the same hash, so that a person (or a capture taken
 on another host) can tell which datagrams a run followed. The key's fields are taken as
 numbers in wire order: addresses, IP ID and ports as the header carries them
@@ -15,11 +15,11 @@ import sys
 from typing import Any
 
 MASK = 0xFFFFFFFF
-SEED = 0x9E3779B9  # SAMPLE_SEED in bpf/sampling.bpf.h
+SEED = 0x9E3779B9  # SAMPLE_SEED in bpf/keyhash.bpf.h
 
 
 def mix32(h: int) -> int:
-    """murmur3's 32-bit finaliser (bpf/flights.bpf.h's mix32)."""
+    """murmur3's 32-bit finaliser (bpf/keyhash.bpf.h's mix32)."""
     h &= MASK
     h ^= h >> 16
     h = (h * 0x85EBCA6B) & MASK
