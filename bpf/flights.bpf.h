@@ -238,15 +238,21 @@ static __always_inline bool claim_slot(struct sp_flight_slot *slot, __u64 seen)
  * Two CPUs can start flights in one set at once (a client's request landing
  * in the set of a response being sent): the slot is claimed first, and the
  * one whose claim fails picks again among the others. Only a set every slot
- * of which is being written loses the new flight (flight_full). */
-static __always_inline void insert_flight(const struct sp_flight_key *key,
-					  const struct sp_flight *f, __u64 now)
+ * of which is being written loses the new flight (flight_full).
+ *
+ * A global function, so the verifier checks it once per program, on its own
+ * (see record_value): inlined, its tries over a set of four multiplied the
+ * states of its callers, and each device-receive program took ~50 ms to load. */
+__noinline int insert_flight(const struct sp_flight_key *key, const struct sp_flight *f, __u64 now)
 {
 	struct sp_flight_slot *best = NULL;
-	__u32 first = flight_set(key);
 	__u64 age = 0, words[2], old = 0;
 	bool reused = false, claimed = false;
+	__u32 first;
 
+	if (!key || !f)
+		return 0;
+	first = flight_set(key);
 	for (__u32 try = 0; try < SP_FLIGHT_WAYS && !claimed; try++) {
 		reused = false;
 		best = pick_slot(first, key, now, &age, &old, &reused);
@@ -256,7 +262,7 @@ static __always_inline void insert_flight(const struct sp_flight_key *key,
 	}
 	if (!best || !claimed) {
 		miss(SP_MISS_FLIGHT_FULL);
-		return;
+		return 0;
 	}
 	if (reused)
 		miss(SP_MISS_KEY_REUSED);
@@ -275,6 +281,7 @@ static __always_inline void insert_flight(const struct sp_flight_key *key,
 	((volatile __u64 *)&best->key)[0] = words[0];
 	asm volatile("" ::: "memory");
 	*second_word(best) = words[1];
+	return 0;
 }
 
 /* The flight of the first fragment (or only packet) of a datagram. */
