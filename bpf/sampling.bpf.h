@@ -38,18 +38,13 @@ static __always_inline bool note_unfollowed(const struct sp_flight_key *key)
 	       (in_ports(bpf_ntohs(key->dport)) || in_ports(bpf_ntohs(key->sport)));
 }
 
-/* A datagram left out of the sample at its first fragment's queueing, by the
- * traced send that began at t_send (unless that stamp is stale): counted as
- * sent (and fragmented) as a followed one is, and as sampled out, so that sent
- * stays the full count and sent - sampled_out the followed one; no flight, no
- * stage. (The coarse clock, which would spare the stamp's age a clock read, is
- * not a helper tracing programs may call.) A block-ring receiver's waiting
- * request is still answered by it. */
+/* A datagram left out of the sample at its first fragment's queueing: counted
+ * as sent (and fragmented) as a followed one is, and as sampled out, so that
+ * sent stays the full count and sent - sampled_out the followed one; no flight,
+ * no stage. A block-ring receiver's waiting request is still answered by it. */
 static __always_inline int sampled_out(__u32 path, const struct sp_flight_key *key,
 				       const struct ip_udp *h, __u64 t_send)
 {
-	if (bpf_ktime_get_ns() - t_send > STALE_SEND_NS || !payload_len(h))
-		return 0;
 	count(path, SP_CNT_SENT);
 	if (key->fragmented)
 		count(path, SP_CNT_FRAGMENTED);

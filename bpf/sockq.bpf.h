@@ -169,7 +169,7 @@ __noinline int oldest_arrival(__u16 port, struct sp_flight_key *key)
 	__u32 next;
 
 	if (!a || !key)
-		return false;
+		return 0;
 	next = a->next;
 	if (cfg.sample > 1) {
 		*key = a->keys[(next - 1) % ARRIVALS];
@@ -180,10 +180,10 @@ __noinline int oldest_arrival(__u16 port, struct sp_flight_key *key)
 		if (key->proto && lookup_flight(key)) {
 			if (!i)
 				miss(SP_MISS_PAIR_UNSURE);
-			return true;
+			return 1;
 		}
 	}
-	return false;
+	return 0;
 }
 
 /* A datagram of the service ports without a flight reached the stack whole: in

@@ -72,9 +72,6 @@ static __always_inline int on_dev_queue(const struct sk_buff *skb, enum read_by 
 	t_send = thread_stamp(&send_start, tid);
 	if (!t_send || !armed || classify(&h, &flight.path))
 		return 0;
-	flight_key(&h, frag_off(&h) & IP_MF, &key);
-	if (!sampled(&key))
-		return sampled_out(flight.path, &key, &h, *t_send);
 	now = bpf_ktime_get_ns();
 	if (now - *t_send > STALE_SEND_NS)
 		return 0;
@@ -85,6 +82,9 @@ static __always_inline int on_dev_queue(const struct sk_buff *skb, enum read_by 
 	flight.t_queue = now;
 	flight.sport = h.sport;
 	flight.dport = h.dport;
+	flight_key(&h, frag_off(&h) & IP_MF, &key);
+	if (!sampled(&key))
+		return sampled_out(flight.path, &key, &h, flight.t_send);
 	if (key.fragmented)
 		flight.frag_payload = bpf_ntohs(h.ip.tot_len) - h.ip.ihl * 4;
 	insert_flight(&key, &flight, now);
