@@ -6,6 +6,12 @@
  * read by bytes, so a stream remembers its head segment and where it ends.
  * The head lives in the socket's own storage where every program reaching
  * the socket has it typed, else in a hash by socket address.
+ *
+ * Why a head at all: no tracepoint in a UDP read carries the datagram.
+ * sock_recv_length has only the socket; skb_copy_datagram_iovec does not fire
+ * for UDP; and the read's consume_skb fires later, in softirq from
+ * skb_defer_free_flush (on 6.18, even with reader and sender on one CPU),
+ * since UDP frees read datagrams with skb_attempt_defer_free (6.12).
  */
 #ifndef __STACKPROF_SOCKQ_BPF_H
 #define __STACKPROF_SOCKQ_BPF_H
