@@ -10,8 +10,6 @@ import ctypes
 import time
 from typing import Any
 
-import numpy as np
-
 from profiler import abi
 from profiler.loader import Tracer
 from profiler.paths import DATAGRAM_PATHS
@@ -37,6 +35,8 @@ def copy_stats(tracer: Tracer) -> Any:
 def live_flights(tracer: Tracer) -> list[Any]:
     """Copies of the occupied slots of the kernel's in-flight table (one memmove,
     then numpy finds the few taken among the table's thousands of slots)."""
+    import numpy as np  # here, not above: loading it would delay attaching the probes
+
     assert tracer.flights is not None
     table = np.ctypeslib.as_array(type(tracer.flights).from_buffer_copy(tracer.flights))
     taken = np.flatnonzero(table["key"]["proto"])
@@ -118,6 +118,8 @@ def fill_run(run: Run, stats: Any, recursion_misses: int = 0) -> Run:
 
 def stats_delta(now: Any, before: Any) -> Any:
     """What the kernel counted between two statistics copies (every field is a u64)."""
+    import numpy as np
+
     a = np.frombuffer(bytes(now), dtype=np.uint64)
     b = np.frombuffer(bytes(before), dtype=np.uint64)
     return abi.Stats.from_buffer_copy((a - b).tobytes())

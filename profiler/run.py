@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from profiler import atomic
@@ -50,6 +49,8 @@ def _us(value_ns: float) -> float:
 
 def midpoint_sum(hist: HdrHistogram) -> int:
     """The sum of a histogram's values, each taken at its bucket's midpoint."""
+    import numpy as np  # here, not above: attach reads no histogram before it is attached
+
     counts = np.ctypeslib.as_array(hist.counts)[: hist.counts_len]
     return sum(
         int(counts[i]) * hist._hdr_median_equiv_value(hist.get_value_from_index(int(i)))

@@ -1,16 +1,21 @@
 """The ``--metrics`` endpoint of ``trace`` and ``attach``: started before any work (a
-port that cannot be had is bad input), fed each refreshed run, closed at the end."""
+port that cannot be had is bad input), fed each refreshed run, closed at the end.
+
+prometheus_client is imported only when ``--metrics`` is given: without it, attach
+would load it (and numpy) before its probes are attached, for nothing."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from profiler.errors import UsageError
-from profiler.metrics import Endpoint
 from profiler.run import Run
 from profiler.session import Update
+
+if TYPE_CHECKING:
+    from profiler.metrics import Endpoint
 
 EVERY_ADDRESS = "0.0.0.0"  # no ADDR given (prometheus_client cannot resolve "")
 
@@ -23,6 +28,8 @@ def endpoint(
     if listen is None:
         yield None
         return
+    from profiler.metrics import Endpoint
+
     host, port = listen
     try:
         served = Endpoint(host or EVERY_ADDRESS, port, labels)
