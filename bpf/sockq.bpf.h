@@ -10,8 +10,8 @@
  * Why a head at all: no tracepoint in a UDP read carries the datagram.
  * sock_recv_length has only the socket; skb_copy_datagram_iovec does not fire
  * for UDP; and the read's consume_skb fires later, in softirq from
- * skb_defer_free_flush (on 6.18, even with reader and sender on one CPU),
- * since UDP frees read datagrams with skb_attempt_defer_free (6.12).
+ * skb_defer_free_flush (measured on 6.18 with tracefs stack traces, even with
+ * reader and sender on one CPU).
  */
 #ifndef __STACKPROF_SOCKQ_BPF_H
 #define __STACKPROF_SOCKQ_BPF_H
